@@ -1,0 +1,42 @@
+"""Small UNets built from the real Stability AI ``ldm`` code (stable-diffusion-sdkit wheel), random weights.
+
+Same block layout as the real models, far fewer channels, so a forward pass takes milliseconds on a CPU.
+"""
+import torch
+from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+CONTEXT_DIM = 32
+
+
+class _UNet(UNetModel):
+    """The ldm UNetModel, unchanged but for one thing: this ldm version's SpatialTransformer indexes
+    ``context`` per transformer block (``context[i]``), so with transformer_depth > 1 it needs a list;
+    SDXL's sgm code broadcasts one tensor instead. Hosts pass one tensor, so do that here."""
+
+    def forward(self, x, timesteps=None, context=None, y=None, **kwargs):
+        if isinstance(context, torch.Tensor) and self._depth > 1:
+            context = [context] * self._depth
+        return super().forward(x, timesteps=timesteps, context=context, y=y, **kwargs)
+
+
+def _build(depth, **config):
+    model = _UNet(transformer_depth=depth, context_dim=[CONTEXT_DIM] * depth, use_spatial_transformer=True,
+                  use_checkpoint=False, legacy=False, image_size=32, in_channels=4, out_channels=4, **config)
+    model._depth = depth
+    return model.eval()
+
+
+def sd15_like(seed=0, transformer_depth=1):
+    """SD1.5's layout: attention at the first three levels, 2 res blocks per level -> d0-d5, m0, u0-u8."""
+    torch.manual_seed(seed)
+    return _build(transformer_depth, model_channels=32, attention_resolutions=[4, 2, 1], num_res_blocks=2,
+                  channel_mult=[1, 2, 4, 4], num_heads=4)
+
+
+def sdxl_like(seed=0):
+    """SDXL's layout: no attention at the first level, two transformers per block (d0-d3, m0, u0-u5),
+    and a per-row vector input ``y`` standing in for SDXL's pooled 'vector' conditioning (this ldm
+    version's "continuous" label embedding takes a (batch, 1) vector)."""
+    torch.manual_seed(seed)
+    return _build(2, model_channels=32, attention_resolutions=[4, 2], num_res_blocks=2, channel_mult=[1, 2, 4],
+                  num_head_channels=8, num_classes="continuous", use_linear_in_transformer=True)
