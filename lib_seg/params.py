@@ -1,0 +1,274 @@
+"""The one table of SEG's user-facing parameters, and everything derived from it.
+
+The Gradio UI, the HTTP API (``alwayson_scripts``: a positional list in table order, or one object with
+the API names), infotext writing/pasting and X/Y/Z axes are all generated from ``PARAMS``, so a
+parameter's default, range, label and validation live here and nowhere else.
+
+Bad values raise ``SegParamError`` naming the parameter and what it accepts; nothing is clamped, so an
+API caller hears about a typo instead of getting a different image.
+
+Infotext: ``infotext()`` returns raw values. The layers value may contain commas ("d0-3, m0"); the hosts'
+``create_infotext`` (A1111 1.9/1.10 ``modules/processing.py``, same in Forge/reForge) passes every value
+through ``infotext_utils.quote``, which JSON-quotes values containing a comma, colon or newline, and
+``parse_generation_parameters`` unquotes them. Quoting here as well would double-quote, so we don't;
+``settings_from_infotext`` still accepts a value that arrives quoted.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import dataclass, fields as dataclass_fields
+from typing import Any, Mapping, Optional
+
+from . import layers as _layers
+
+
+class SegParamError(ValueError):
+    """A SEG parameter value that can't be used; the message names the parameter and its accepted range."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One user-facing parameter; ``name`` is also its API name and its SegSettings field."""
+    name: str
+    label: str
+    default: Any
+    kind: str                      # "bool" | "float" | "sigma" | "layers"
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    step: Optional[float] = None
+    infotext: Optional[str] = None  # key in the generation parameters; None: not written
+    hint: str = ""
+    choices: tuple = ()             # suggested values (sigma, layers); others are allowed if valid
+
+    @property
+    def accepted(self) -> str:
+        """What this parameter accepts, in words (used in every error message)."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "sigma":
+            return "a number > 0, or inf"
+        if self.kind == "layers":
+            return _layers.GRAMMAR_HINT
+        return f"a number from {format_number(self.minimum)} to {format_number(self.maximum)}"
+
+    def error(self, value, reason: str = "") -> SegParamError:
+        shown = repr(value) if isinstance(value, str) else str(value)
+        detail = f" ({reason})" if reason else ""
+        return SegParamError(f"{self.label} ({self.name}): got {shown}{detail}; accepted: {self.accepted}")
+
+    def coerce(self, value):
+        """The validated, normalised value for ``value`` (which may be text from infotext or API JSON);
+        ``None`` means the default. Raises SegParamError."""
+        if value is None:
+            return self.default
+        if self.kind == "bool":
+            return _to_bool(self, value)
+        if self.kind == "layers":
+            if not isinstance(value, str):
+                raise self.error(value, "expected text")
+            try:
+                return _layers.parse_spec(value)
+            except ValueError as exc:
+                raise self.error(value, str(exc).removeprefix("SEG layers: ").split("; accepted")[0]) from None
+        number = parse_sigma(value, self) if self.kind == "sigma" else _to_number(self, value)
+        if self.kind == "float" and not (self.minimum <= number <= self.maximum):
+            raise self.error(value, "out of range")
+        return number
+
+
+def _to_bool(param: Param, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1"):
+            return True
+        if text in ("false", "0"):
+            return False
+    raise param.error(value)
+
+
+def _to_number(param: Param, value) -> float:
+    # bool is an int subclass; a bool where a number belongs is a shifted positional list, not 1.0.
+    if isinstance(value, bool):
+        raise param.error(value, "a checkbox value where a number belongs")
+    if isinstance(value, numbers.Real):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise param.error(value, "not a number") from None
+    else:
+        raise param.error(value, f"a {type(value).__name__}")
+    if math.isnan(number):
+        raise param.error(value, "not a number")
+    return number
+
+
+_INFINITY_WORDS = ("inf", "+inf", "infinity", "+infinity", "∞")
+
+
+def parse_sigma(value, param: Optional[Param] = None) -> float:
+    """Blur sigma from a number or text: > 0, or inf ("inf", "infinity", "∞", any case). Large finite
+    values stay exactly what they are (they are not rounded to inf)."""
+    param = param or PARAM_BY_NAME["sigma"]
+    if isinstance(value, str) and value.strip().lower() in _INFINITY_WORDS:
+        return math.inf
+    number = _to_number(param, value)
+    if not number > 0:
+        raise param.error(value, "must be > 0")
+    return number
+
+
+def format_number(x: float) -> str:
+    """Shortest text that reads back as exactly ``x``: "%g" when that is exact ("3", "0.25"), else repr."""
+    short = "%g" % x
+    return short if float(short) == x else repr(float(x))
+
+
+def format_sigma(x: float) -> str:
+    """"inf" or the number (see format_number)."""
+    return "inf" if math.isinf(x) and x > 0 else format_number(x)
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("enabled", "SEG enabled", False, "bool",
+          hint="Turn Smoothed Energy Guidance on for this generation."),
+    Param("scale", "SEG scale", 3.0, "float", 0.0, 20.0, 0.1, infotext="SEG scale",
+          hint="Strength of the guidance away from the blurred-attention prediction; 0 turns it off."),
+    Param("sigma", "SEG sigma", math.inf, "sigma", 0.0, math.inf, None, infotext="SEG sigma",
+          choices=("inf", "1", "2", "4", "8", "16", "64", "256"),
+          hint="Gaussian blur of the attention queries, in tokens; inf replaces them by their mean (strongest)."),
+    Param("layers", "SEG layers", _layers.DEFAULT_SPEC, "layers", infotext="SEG layers",
+          choices=_layers.PRESETS,
+          hint="Self-attention blocks to blur: mid, down, up, all, or a list such as d0-3, m0, u0.4, d2.2-9."),
+    Param("start", "SEG start", 0.0, "float", 0.0, 1.0, 0.01, infotext="SEG start",
+          hint="Fraction of the sampling steps after which SEG starts (0 = from the first step)."),
+    Param("end", "SEG end", 1.0, "float", 0.0, 1.0, 0.01, infotext="SEG end",
+          hint="Fraction of the sampling steps after which SEG stops (1 = through the last step)."),
+    Param("rescale", "SEG rescale", 0.0, "float", 0.0, 1.0, 0.01, infotext="SEG rescale",
+          hint="Pull the guided prediction's spread back toward the plain prediction's (0 = off)."),
+)
+
+PARAM_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+PARAM_BY_INFOTEXT: dict[str, Param] = {p.infotext: p for p in PARAMS if p.infotext}
+API_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)
+# Written to infotext only when they differ from the default, to keep ordinary infotexts short.
+_INFOTEXT_ONLY_IF_CHANGED = ("start", "end", "rescale")
+
+
+@dataclass(frozen=True)
+class SegSettings:
+    """One validated, immutable set of SEG parameters; constructing it validates and normalises."""
+    enabled: bool = PARAM_BY_NAME["enabled"].default
+    scale: float = PARAM_BY_NAME["scale"].default
+    sigma: float = PARAM_BY_NAME["sigma"].default
+    layers: str = PARAM_BY_NAME["layers"].default
+    start: float = PARAM_BY_NAME["start"].default
+    end: float = PARAM_BY_NAME["end"].default
+    rescale: float = PARAM_BY_NAME["rescale"].default
+
+    def __post_init__(self):
+        for param in PARAMS:
+            object.__setattr__(self, param.name, param.coerce(getattr(self, param.name)))
+        if self.end < self.start:
+            start, end = PARAM_BY_NAME["start"], PARAM_BY_NAME["end"]
+            raise SegParamError(
+                f"{end.label} ({end.name}) = {format_number(self.end)} is before {start.label} ({start.name}) = "
+                f"{format_number(self.start)}; accepted: start <= end, both from 0 to 1")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.enabled and self.scale > 0 and self.start <= self.end)
+
+    def as_dict(self) -> dict:
+        """API names -> values, in table order."""
+        return {p.name: getattr(self, p.name) for p in PARAMS}
+
+
+assert tuple(f.name for f in dataclass_fields(SegSettings)) == API_NAMES, "PARAMS and SegSettings disagree"
+
+
+def _check_names(names) -> None:
+    unknown = [n for n in names if n not in PARAM_BY_NAME]
+    if unknown:
+        raise SegParamError(f"SEG: unknown parameter name(s) {', '.join(map(repr, unknown))}; "
+                            f"accepted names: {', '.join(API_NAMES)}")
+
+
+def settings_from_args(args) -> SegSettings:
+    """SegSettings from what a host hands a script.
+
+    ``args`` is a positional sequence in PARAMS order (shorter ones take defaults for the missing tail; an
+    empty one means disabled: Forge can call before its UI defaults exist), or a mapping with API names,
+    or a sequence whose only element is such a mapping (the ``alwayson_scripts`` "args": [{...}] form).
+    An existing SegSettings is returned as is. Raises SegParamError."""
+    if isinstance(args, SegSettings):
+        return args
+    if isinstance(args, Mapping):
+        _check_names(args.keys())
+        return SegSettings(**dict(args))
+    if isinstance(args, (str, bytes)):
+        raise SegParamError(f"SEG: expected a list of values or an object with names {', '.join(API_NAMES)}; "
+                            f"got text {args!r}")
+    values = list(args)
+    if len(values) == 1 and isinstance(values[0], Mapping):
+        return settings_from_args(values[0])
+    if len(values) > len(PARAMS):
+        raise SegParamError(f"SEG: got {len(values)} positional values, accepted at most {len(PARAMS)} "
+                            f"({', '.join(API_NAMES)})")
+    return SegSettings(**dict(zip(API_NAMES, values)))
+
+
+def infotext(settings: SegSettings) -> dict[str, str]:
+    """Generation-parameter entries for ``settings``: {} when SEG is not active. Values are raw: the host's
+    create_infotext quotes any that contain commas (see the module docstring)."""
+    if not settings.active:
+        return {}
+    out = {}
+    for param in PARAMS:
+        if not param.infotext:
+            continue
+        value = getattr(settings, param.name)
+        if param.name in _INFOTEXT_ONLY_IF_CHANGED and value == param.default:
+            continue
+        if param.kind == "sigma":
+            out[param.infotext] = format_sigma(value)
+        elif param.kind == "layers":
+            out[param.infotext] = value
+        else:
+            out[param.infotext] = format_number(value)
+    return out
+
+
+def _unquote(text):
+    # A value can still be JSON-quoted if it went through a parser that does not unquote (or was quoted twice).
+    if isinstance(text, str) and len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def settings_from_infotext(fields: Mapping[str, Any]) -> dict[str, object]:
+    """Parsed SEG entries of an infotext (a dict as from A1111's parse_generation_parameters): API name ->
+    validated value. {} when no SEG key is present; otherwise every parameter: enabled=True, the SEG keys
+    present, and defaults for the rest (infotext() leaves start/end/rescale out when unchanged, and pasting
+    must reset them). ``SegSettings(**result)`` rebuilds the settings. Raises SegParamError."""
+    found = {p.name: p.coerce(_unquote(fields[key])) for key, p in PARAM_BY_INFOTEXT.items() if key in fields}
+    if not found:
+        return {}
+    found["enabled"] = True
+    return {p.name: found.get(p.name, p.default) for p in PARAMS}
+
+
+def parse_value(name: str, value):
+    """One parameter's validated value from user input (X/Y/Z axis cells, API fields)."""
+    _check_names([name])
+    return PARAM_BY_NAME[name].coerce(value)
