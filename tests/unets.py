@@ -23,6 +23,13 @@ def _build(depth, **config):
     model = _UNet(transformer_depth=depth, context_dim=[CONTEXT_DIM] * depth, use_spatial_transformer=True,
                   use_checkpoint=False, legacy=False, image_size=32, in_channels=4, out_channels=4, **config)
     model._depth = depth
+    # ldm zero-initialises the output conv and every transformer's proj_out (a fresh UNet predicts 0 and its
+    # attention has no effect); give those weights values so attention changes show in the output.
+    generator = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.normal_(0.0, 0.05, generator=generator)
     return model.eval()
 
 

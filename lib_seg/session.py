@@ -1,0 +1,97 @@
+"""One SEG sampling pass: the settings, every patch it installed, and which batch rows are SEG rows.
+
+Hosts extend a step's batch with SEG copies of the conditional rows, then evaluate that batch in one
+UNet call or in several (chunks, or cond and uncond apart when their token lengths differ). Attention
+patches only see the rows of their own call, so the session maps each call to its rows by position:
+- ``begin_step(n_rows, seg)`` announces the layout of the whole step's batch,
+- ``begin_call(n_rows, latent_hw)`` is called at the start of each UNet call; hosts evaluate rows in
+  order, so a cursor tells which rows this call holds (A1111),
+- or ``set_call(seg, latent_hw)`` when the host hands us the call's batch itself (Forge).
+Attention patches read ``session.call``.
+"""
+from dataclasses import dataclass
+
+from .grid import token_grid
+from .guidance import step_is_active
+from .hooks import HookRegistry
+
+NO_ROWS = slice(0, 0)
+
+
+@dataclass(frozen=True)
+class CallRows:
+    """The SEG rows of one UNet call (a slice of the call's batch) and the latent size it runs at."""
+    seg: slice
+    latent_hw: tuple
+
+    @property
+    def has_seg(self):
+        return self.seg.stop > self.seg.start
+
+    def grid(self, n_tokens):
+        return token_grid(self.latent_hw, n_tokens)
+
+
+def _overlap(rows, start, stop):
+    """The part of `rows` inside [start, stop), relative to start."""
+    lo, hi = max(rows.start, start), min(rows.stop, stop)
+    return slice(lo - start, hi - start) if hi > lo else NO_ROWS
+
+
+class SegSession:
+    def __init__(self, settings):
+        self.settings = settings
+        self.registry = HookRegistry()
+        self.call = None
+        self._step_rows = None  # (n_rows, seg slice) of the current step's whole batch
+        self._cursor = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    def close(self):
+        """Remove every patch of this pass. Safe to call more than once."""
+        self.end_step()
+        return self.registry.remove_all()
+
+    @property
+    def closed(self):
+        return len(self.registry) == 0
+
+    def step_active(self, step, total_steps):
+        s = self.settings
+        return s.active and step_is_active(step, total_steps, s.start, s.end)
+
+    def begin_step(self, n_rows, seg=NO_ROWS):
+        self._step_rows = (n_rows, seg)
+        self._cursor = 0
+        self.call = None
+
+    def end_step(self):
+        self._step_rows = None
+        self.call = None
+
+    def begin_call(self, n_rows, latent_hw):
+        """A UNet call of n_rows rows starts; it holds the next n_rows rows of the step's batch."""
+        latent_hw = tuple(int(v) for v in latent_hw)
+        if self._step_rows is None:
+            self.call = CallRows(NO_ROWS, latent_hw)
+            return self.call
+        total, seg = self._step_rows
+        start, stop = self._cursor, self._cursor + n_rows
+        self._cursor = stop
+        # A call beyond the announced rows is not ours (e.g. another extension running the UNet): no SEG.
+        rows = _overlap(seg, start, stop) if stop <= total else NO_ROWS
+        self.call = CallRows(rows, latent_hw)
+        return self.call
+
+    def set_call(self, seg, latent_hw):
+        self.call = CallRows(seg, tuple(int(v) for v in latent_hw))
+        return self.call
+
+    def end_call(self):
+        self.call = None
