@@ -1,0 +1,167 @@
+"""The parameter table: validation, positional/named API input, infotext round trip through A1111's format."""
+import dataclasses
+import json
+import math
+import re
+
+import pytest
+
+from lib_seg import params
+from lib_seg.params import (PARAMS, SegParamError, SegSettings, format_sigma, infotext, parse_sigma, parse_value,
+                            settings_from_args, settings_from_infotext)
+
+
+# --- A1111's infotext line, restated (AUTOMATIC1111/stable-diffusion-webui v1.10.1, modules/infotext_utils.py:
+# `quote`, `unquote`, `re_param_code`, `parse_generation_parameters`; modules/processing.py: `create_infotext`
+# joins "key: quote(value)" with ", "). Forge and reForge keep the same code.
+
+def a1111_quote(value):
+    text = str(value)
+    if "," in text or ":" in text or "\n" in text:
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def a1111_write(generation_params):
+    return ", ".join(f"{key}: {a1111_quote(value)}" for key, value in generation_params.items())
+
+
+def a1111_read(line):
+    fields = {}
+    for key, value in A1111_PARAM.findall(line):
+        if value[:1] == '"' and value[-1:] == '"':
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        fields[key] = value
+    return fields
+
+
+HOST_BEFORE = {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7, "Seed": 1, "Size": "512x512"}
+HOST_AFTER = {"Lora hashes": "a: 0123, b: 4567", "Version": "v1.10.1"}
+
+ROUND_TRIP = [
+    SegSettings(enabled=True),
+    SegSettings(enabled=True, scale=5.5, sigma=math.inf, layers="d0-d3, m0, u0.1"),
+    SegSettings(enabled=True, scale=0.3, sigma=2.0, layers="up", start=0.25, end=0.75, rescale=0.7),
+    SegSettings(enabled=True, scale=20, sigma=123456.0, layers="d2.2-9", start=0.5, end=0.5),
+    SegSettings(enabled=True, scale=1 / 3, sigma=0.1 + 0.2, layers="all", end=0.9),
+]
+
+
+@pytest.mark.parametrize("settings", ROUND_TRIP)
+def test_infotext_round_trips_through_a1111_line(settings):
+    line = a1111_write({**HOST_BEFORE, **infotext(settings), **HOST_AFTER})
+    fields = a1111_read(line)
+    assert fields["Version"] == "v1.10.1" and fields["Lora hashes"] == HOST_AFTER["Lora hashes"]
+    assert SegSettings(**settings_from_infotext(fields)) == settings
+
+
+def test_infotext_contents():
+    settings = SegSettings(enabled=True, scale=3, layers="d0-3, M0")
+    assert infotext(settings) == {"SEG scale": "3", "SEG sigma": "inf", "SEG layers": "d0-3, m0"}
+    line = a1111_write(infotext(settings))
+    # Layers carry commas, so A1111's writer quotes them; we must not quote them ourselves as well.
+    assert line == 'SEG scale: 3, SEG sigma: inf, SEG layers: "d0-3, m0"'
+    changed = infotext(dataclasses.replace(settings, start=0.1, rescale=0.5))
+    assert changed["SEG start"] == "0.1" and changed["SEG rescale"] == "0.5" and "SEG end" not in changed
+    assert infotext(SegSettings()) == {}
+    assert infotext(SegSettings(enabled=True, scale=0)) == {}
+
+
+def test_settings_from_infotext():
+    assert settings_from_infotext({"Steps": "20"}) == {}
+    pasted = settings_from_infotext({"SEG scale": "4", "Steps": "20"})
+    assert pasted == {**SegSettings(enabled=True, scale=4).as_dict()}  # omitted keys reset to defaults
+    # Still quoted (a parser that does not unquote): accepted anyway.
+    assert settings_from_infotext({"SEG layers": '"d0-3, m0"'})["layers"] == "d0-3, m0"
+    with pytest.raises(SegParamError, match=r"SEG sigma \(sigma\): got 'abc'"):
+        settings_from_infotext({"SEG sigma": "abc"})
+
+
+def test_positional_args():
+    assert settings_from_args([]) == SegSettings() and not settings_from_args([]).active
+    assert settings_from_args([True]) == SegSettings(enabled=True)
+    full = settings_from_args([True, 4.0, 8, "d0-3", 0.1, 0.9, 0.2])
+    assert full == SegSettings(True, 4.0, 8.0, "d0-3", 0.1, 0.9, 0.2) and full.active
+    assert settings_from_args((True, 2, None)) == SegSettings(enabled=True, scale=2)  # None = default
+    with pytest.raises(SegParamError, match="at most 7"):
+        settings_from_args([True, 3, 1, "mid", 0, 1, 0, "extra"])
+
+
+def test_named_args_and_strings():
+    expected = SegSettings(enabled=True, scale=3, sigma=math.inf, layers="u0-2", rescale=0.5)
+    assert settings_from_args({"enabled": "true", "sigma": "Infinity", "layers": "u0-u2", "rescale": "0.5"}) == expected
+    assert settings_from_args([{"enabled": True, "layers": "u0-2", "rescale": 0.5}]) == expected
+    assert settings_from_args({"enabled": "False", "scale": "3"}) == SegSettings(scale=3)
+    with pytest.raises(SegParamError) as info:
+        settings_from_args({"enabled": True, "blur_sigma": 2})
+    assert "'blur_sigma'" in str(info.value) and "enabled, scale, sigma, layers, start, end, rescale" in str(info.value)
+
+
+def test_settings_are_immutable_and_validated_on_replace():
+    settings = SegSettings(enabled=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.scale = 5
+    with pytest.raises(SegParamError):
+        dataclasses.replace(settings, scale=-1)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([True, -1], "SEG scale (scale): got -1 (out of range); accepted: a number from 0 to 20"),
+    ([True, 20.5], "SEG scale (scale): got 20.5 (out of range); accepted: a number from 0 to 20"),
+    ([True, math.inf], "SEG scale (scale): got inf"),
+    ([True, "nan"], "SEG scale (scale): got 'nan' (not a number)"),
+    ([True, "3x"], "SEG scale (scale): got '3x' (not a number)"),
+    ([True, True], "SEG scale (scale): got True"),
+    ([True, 3, -1], "SEG sigma (sigma): got -1 (must be > 0); accepted: a number > 0, or inf"),
+    ([True, 3, 0], "SEG sigma (sigma): got 0 (must be > 0)"),
+    ([True, 3, "-inf"], "SEG sigma (sigma): got '-inf'"),
+    ([True, 3, math.nan], "SEG sigma (sigma): got nan (not a number)"),
+    ([True, 3, 1, "u0.4.1"], "SEG layers (layers): got 'u0.4.1'"),
+    ([True, 3, 1, 5], "SEG layers (layers): got 5 (expected text)"),
+    ([True, 3, 1, "mid", 1.5], "SEG start (start): got 1.5 (out of range); accepted: a number from 0 to 1"),
+    ([True, 3, 1, "mid", 0.6, 0.4], "SEG end (end) = 0.4 is before SEG start (start) = 0.6"),
+    ([True, 3, 1, "mid", 0, 1, -0.1], "SEG rescale (rescale): got -0.1 (out of range)"),
+    (["yes"], "SEG enabled (enabled): got 'yes'; accepted: true or false"),
+    ([2], "SEG enabled (enabled): got 2"),
+])
+def test_bad_values_are_rejected_not_clamped(args, message):
+    with pytest.raises(SegParamError) as info:
+        settings_from_args(args)
+    assert message in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_sigma_parsing_and_formatting():
+    for text in ("inf", "INF", "Infinity", "∞", " inf "):
+        assert parse_sigma(text) == math.inf
+    assert parse_sigma("1e4") == 1e4 and parse_sigma(123456.75) == 123456.75  # large stays exact, not inf
+    assert format_sigma(math.inf) == "inf" and format_sigma(2.0) == "2" and format_sigma(0.5) == "0.5"
+    for value in (123456.0, 1.23456789, 1e20, 0.1 + 0.2):
+        assert parse_sigma(format_sigma(value)) == value
+
+
+def test_parse_value_for_xyz_axes():
+    assert parse_value("sigma", "16") == 16.0
+    assert parse_value("layers", "D0 - D1") == "d0-1"
+    with pytest.raises(SegParamError, match="accepted names"):
+        parse_value("cfg", 1)
+
+
+def test_table_drives_settings_and_ui():
+    assert [p.name for p in PARAMS] == ["enabled", "scale", "sigma", "layers", "start", "end", "rescale"]
+    assert SegSettings().as_dict() == {p.name: p.default for p in PARAMS}
+    assert {p.infotext for p in PARAMS if p.infotext} == {
+        "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale"}
+    for p in PARAMS:
+        assert p.label and p.hint and p.kind in ("bool", "float", "sigma", "layers")
+        if p.kind == "float":
+            assert p.minimum <= p.default <= p.maximum and p.step
+        for choice in p.choices:  # every suggested choice is itself valid
+            p.coerce(choice)
+    assert params.PARAM_BY_NAME["sigma"].choices[0] == "inf"
