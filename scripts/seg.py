@@ -1,0 +1,76 @@
+"""Smoothed Energy Guidance (SEG) — the WebUI entry script (AUTOMATIC1111 1.9/1.10, Forge, reForge).
+
+Thin on purpose: arguments -> SegSettings (lib_seg.params), controls/infotext/X/Y/Z (lib_seg.ui), and
+the per-host sampling work behind one adapter (lib_seg.hosts). The method itself lives in lib_seg.
+"""
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from modules import script_callbacks, scripts, shared  # noqa: E402
+
+from lib_seg import params as seg_params, ui as seg_ui  # noqa: E402
+from lib_seg.hosts import get_adapter  # noqa: E402
+
+SETTINGS_ATTR = "seg_settings"
+
+
+def _disabled_by_flag():
+    return bool(getattr(getattr(shared, "cmd_opts", None), "seg_disable", False))
+
+
+def _refuse(p, error):
+    """Make the generation fail with `error` before anything is computed. Script hooks run inside the
+    host's try/except (the error would only be printed), so the refusal is raised from the first
+    processing step after them; the API returns the message to the client, the UI shows it."""
+    def refuse(*args, **kwargs):
+        raise error
+    p.setup_prompts = refuse
+
+
+class Script(scripts.Script):
+    def title(self):
+        return seg_ui.TITLE
+
+    def show(self, is_img2img):
+        return False if _disabled_by_flag() else scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return seg_ui.build(self, is_img2img)
+
+    def before_process(self, p, *args):
+        get_adapter().stop(p)  # whatever an aborted generation may have left
+        setattr(p, SETTINGS_ATTR, None)
+        try:
+            settings = seg_ui.settings_for(p, args)
+        except seg_params.SegParamError as error:
+            _refuse(p, error)
+            return
+        setattr(p, SETTINGS_ATTR, settings)
+
+    def process(self, p, *args):
+        settings = getattr(p, SETTINGS_ATTR, None)
+        if settings is not None and settings.active:
+            p.extra_generation_params.update(seg_params.infotext(settings))
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        settings = getattr(p, SETTINGS_ATTR, None)
+        if settings is None or not settings.active:
+            return
+        if not get_adapter().start(p, settings):
+            for key in seg_params.infotext(settings):
+                p.extra_generation_params.pop(key, None)
+
+    def postprocess(self, p, processed, *args):
+        get_adapter().stop(p)
+
+
+def _add_xyz_axes():
+    seg_ui.register_xyz_axes(scripts.scripts_data)
+
+
+if not _disabled_by_flag():
+    script_callbacks.on_before_ui(_add_xyz_axes)
