@@ -70,9 +70,10 @@ def _blur_operator_cached(n, sigma):
     t = (t + t[(-torch.arange(period)) % period]) / 2
     # Z = sum of T over one period: the rows below take each residue mod P exactly once, so they sum to 1.
     t = t / t.sum()
-    i = torch.arange(n)[:, None]
-    j = torch.arange(n)[None, :]
-    return t[(i - j) % period] + t[(i + j + 1) % period]
+    # Sliding windows over two periods give both parts without an n x n index tensor:
+    # window s holds tt[s + j], so T(i - j) = T(j - i) = window P - i and T(i + j + 1) = window i + 1.
+    windows = torch.cat([t, t]).unfold(0, n, 1)
+    return windows[period - n + 1:period + 1].flip(0) + windows[1:n + 1]
 
 
 def blur_operator(n: int, sigma: float) -> torch.Tensor:
