@@ -65,6 +65,18 @@ def rescale(guided: torch.Tensor, reference: torch.Tensor, phi: float) -> torch.
     return phi * (guided * ratio) + (1 - phi) * guided
 
 
+def rescale_denoised(x: torch.Tensor, sigma: torch.Tensor, guided: torch.Tensor, cond: torch.Tensor,
+                     phi: float) -> torch.Tensor:
+    """``rescale`` for hosts that combine guidance on denoised images (x0 = x - sigma * eps, as the
+    WebUIs' k-diffusion samplers do): the rescale is defined on the noise prediction, so convert to eps,
+    rescale against the conditional eps, and convert back. sigma: one value per row of x."""
+    if phi == 0:
+        return guided
+    s = sigma.reshape(-1, *([1] * (x.dim() - 1))).to(guided.dtype)
+    eps = rescale((x - guided) / s, (x - cond) / s, phi)
+    return x - eps * s
+
+
 def step_is_active(step: int, total: int, start: float, end: float) -> bool:
     """Whether SEG applies at sampling step ``step`` (0-based) of ``total``.
 

@@ -78,3 +78,10 @@ def test_patches_are_gone_after_an_exception():
         assert any("forward" in vars(m) for m in unet.modules())
         raise RuntimeError("interrupted")
     assert not any("forward" in vars(m) or m._forward_pre_hooks for m in unet.modules())
+
+
+def test_rescale_changes_the_guided_result_only_when_asked():
+    unet = sd15_like()
+    plain, _ = _sample(unet, SegSettings(enabled=True, scale=5.0))
+    rescaled, _ = _sample(unet, SegSettings(enabled=True, scale=5.0, rescale=0.7))
+    assert torch.isfinite(rescaled).all() and (plain - rescaled).abs().max() > 1e-4

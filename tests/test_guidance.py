@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from lib_seg import guidance
 from lib_seg.guidance import guide, rescale, seg_term, step_is_active, weighted_seg_term
 
 SHAPE = (2, 3, 4, 5)
@@ -125,3 +126,15 @@ def test_step_is_active_table(total, start, end, expected):
 def test_step_is_active_rejects_zero_steps():
     with pytest.raises(ValueError, match="0"):
         step_is_active(0, 0, 0.0, 1.0)
+
+
+def test_rescale_denoised_rescales_the_noise_prediction():
+    torch.manual_seed(5)
+    x = torch.randn(2, 4, 6, 5)
+    sigma = torch.tensor([3.0, 0.5])
+    cond, guided = torch.randn(2, 4, 6, 5), 3 * torch.randn(2, 4, 6, 5)
+    s = sigma.view(-1, 1, 1, 1)
+    expected_eps = guidance.rescale((x - guided) / s, (x - cond) / s, 0.7)
+    out = guidance.rescale_denoised(x, sigma, guided, cond, 0.7)
+    torch.testing.assert_close((x - out) / s, expected_eps)
+    assert guidance.rescale_denoised(x, sigma, guided, cond, 0.0) is guided
