@@ -35,7 +35,7 @@ def attend_smoothed(attend, q, seg, grid, sigma):
     seg_out = attend(mean_query, seg).expand(-1, n_tokens, -1)
     if seg.stop - seg.start == n_rows:
         return seg_out.contiguous()
-    others = torch.cat([torch.arange(0, seg.start), torch.arange(seg.stop, n_rows)]).to(q.device)
+    others = torch.cat([torch.arange(0, seg.start, device=q.device), torch.arange(seg.stop, n_rows, device=q.device)])
     other_out = attend(q[others], others)
     out = other_out.new_empty((n_rows,) + tuple(other_out.shape[1:]))
     out[others] = other_out
