@@ -1,0 +1,357 @@
+"""Forge (2024+ ``backend``) and reForge (``ldm_patched``): SEG through the UNet patcher, batched.
+
+Both hosts evaluate a step's conditional and unconditional rows in ``calc_cond_uncond_batch`` /
+``calc_cond_batch``, which hands every batched UNet call to ``model_options["model_function_wrapper"]``
+together with ``cond_or_uncond`` (one 0/1 label per chunk of B rows). Per sampling pass we patch a
+clone of ``p.sd_model.forge_objects.unet``:
+
+* model-function wrapper: on an active step, append a copy of the conditional chunks to the call
+  (every per-row tensor in ``c`` duplicated, ``transformer_options`` marking the SEG rows), run the
+  UNet once, cut the SEG rows' output off and keep it, return the original rows so the host's CFG
+  sees exactly what it would without us;
+* attn1 replace patches on the selected layers: the host's own attention function, with the SEG
+  rows' queries smoothed (``lib_seg.attention.attend_smoothed``); the token grid comes from the
+  ``original_shape`` the UNet puts into ``transformer_options`` (non-square, hires passes);
+* post-CFG function: add ``s * sum_k w_k (cond_k - seg_k)`` (AND prompts weighted as the host
+  weights its cond entries) and the optional rescale. Registered without
+  ``disable_cfg1_optimization``, so at CFG 1 the host still skips the negative pass and the call
+  holds only cond + SEG rows.
+
+The clone goes into ``p.sd_model.forge_objects`` and the original comes back when the sampler
+returns or raises (the sampler's ``sample``/``sample_img2img`` are wrapped for that pass) and in
+``stop``. Both hosts also reset ``forge_objects`` themselves before every sampling pass.
+"""
+import math
+
+import torch
+
+from .. import layers as seg_layers
+from ..attention import attend_smoothed
+from ..grid import token_grid
+from ..guidance import rescale, step_is_active, weighted_seg_term
+from ..hooks import HookRegistry
+
+# transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
+SEG_ROWS_KEY = "seg_rows"
+_PREFIX = "[SEG]"
+_printed_once = set()
+
+
+def _print_once(key, message):
+    if key not in _printed_once:
+        _printed_once.add(key)
+        print(f"{_PREFIX} {message}")
+
+
+class _CannotBatch(Exception):
+    pass
+
+
+def host_attention(host):
+    """The host's own attention function, as ``attention(q, k, v, heads, extra_options)``. Looked up
+    at call time, because the hosts pick their optimized variant at import."""
+    if host == "forge":
+        from backend import attention as module  # noqa: the host's package
+
+        return lambda q, k, v, heads, extra: module.attention_function(q, k, v, heads)
+    from ldm_patched.ldm.modules import attention as module  # noqa: the host's package
+
+    def attention(q, k, v, heads, extra):
+        precision = extra.get("attn_precision")
+        if precision is None:
+            return module.optimized_attention(q, k, v, heads)
+        return module.optimized_attention(q, k, v, heads, attn_precision=precision)
+
+    return attention
+
+
+def _is_ldm_unet(diffusion_model):
+    return hasattr(diffusion_model, "input_blocks") and hasattr(diffusion_model, "middle_block")
+
+
+class SegPatch:
+    """The SEG patches of one sampling pass on one UNet patcher clone.
+
+    attention(q, k, v, heads, extra_options) runs the host's attention; progress() -> (step, total)
+    or None says where the sampler is (None: treat every step as active).
+    """
+
+    def __init__(self, settings, attention, progress=None):
+        self.settings = settings
+        self.attention = attention
+        self.progress = progress
+        self.stash = []  # (cond_out, seg_out) per conditional chunk of the current step, in call order
+        self.calls = []  # (rows, seg slice or None) per UNet call, for tests and diagnostics
+
+    # ---- installation -------------------------------------------------------------------------
+    def apply(self, unet_patcher, selected):
+        """Return a clone of unet_patcher with every SEG patch set; unet_patcher is left unchanged."""
+        clone = unet_patcher.clone()
+        options = clone.model_options
+        previous_wrapper = options.get("model_function_wrapper")
+        existing = options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+        for layer in selected:
+            key = layer.patch_key
+            clone.set_model_attn1_replace(self._attn1(existing.get(key)), *key)
+        clone.set_model_unet_function_wrapper(self._wrapper(previous_wrapper))
+        clone.set_model_sampler_post_cfg_function(self._post_cfg(), disable_cfg1_optimization=False)
+        return clone
+
+    def _step_active(self):
+        where = self.progress() if self.progress is not None else None
+        if where is None or where[1] is None:
+            return True
+        step, total = where
+        return step_is_active(min(int(step), int(total) - 1), int(total), self.settings.start, self.settings.end)
+
+    # Closures rather than bound methods: the patcher's clone() deep-copies model_options, and a deep
+    # copy of a bound method would copy this object (and split the stash in two).
+    def _attn1(self, previous):
+        sigma = self.settings.sigma
+        attention = self.attention
+
+        def seg_attn1(q, k, v, extra_options):
+            heads = extra_options["n_heads"]
+
+            def attend(q_rows, kv_rows):
+                if previous is not None:
+                    return previous(q_rows, k[kv_rows], v[kv_rows], extra_options)
+                return attention(q_rows, k[kv_rows], v[kv_rows], heads, extra_options)
+
+            seg = extra_options.get(SEG_ROWS_KEY)
+            if seg is None or seg.stop <= seg.start or seg.stop > q.shape[0]:
+                if previous is not None:
+                    return previous(q, k, v, extra_options)
+                return attention(q, k, v, heads, extra_options)
+            shape = extra_options["original_shape"]
+            grid = token_grid((shape[-2], shape[-1]), q.shape[1])
+            return attend_smoothed(attend, q, seg, grid, sigma)
+
+        return seg_attn1
+
+    def _wrapper(self, previous):
+        patch = self
+
+        def run(apply_model, args):
+            if previous is not None:
+                return previous(apply_model, args)
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+        def seg_model_function_wrapper(apply_model, args):
+            labels = list(args["cond_or_uncond"])
+            x = args["input"]
+            n = x.shape[0]
+            if 0 not in labels or n % len(labels) or not patch._step_active():
+                patch.calls.append((n, None))
+                return run(apply_model, args)
+            b = n // len(labels)
+            cond_chunks = [i for i, label in enumerate(labels) if label == 0]
+            rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in cond_chunks]).to(x.device)
+            seg = slice(n, n + len(rows))
+            try:
+                c = _extend_c(args["c"], n, rows, seg, labels, cond_chunks, b)
+            except _CannotBatch as why:
+                return patch._separate_pass(run, apply_model, args, rows, b, cond_chunks, str(why))
+            extended = {"input": torch.cat([x, x[rows]]), "timestep": _extend_rows(args["timestep"], n, rows),
+                        "c": c, "cond_or_uncond": labels + [0] * len(cond_chunks)}
+            patch.calls.append((seg.stop, seg))
+            out = run(apply_model, extended)
+            for j, i in enumerate(cond_chunks):
+                patch.stash.append((out[i * b:(i + 1) * b], out[n + j * b:n + (j + 1) * b]))
+            return out[:n]
+
+        return seg_model_function_wrapper
+
+    def _separate_pass(self, run, apply_model, args, rows, b, cond_chunks, why):
+        """Where a call cannot be extended: the normal call, then one more for the SEG rows alone."""
+        _print_once("separate-pass", f"this UNet call could not be batched ({why}); SEG runs as a separate pass here.")
+        n = args["input"].shape[0]
+        self.calls.append((n, None))
+        out = run(apply_model, args)
+        c = {key: _take_rows(value, n, rows) for key, value in args["c"].items() if key != "transformer_options"}
+        options = dict(args["c"].get("transformer_options", {}))
+        options["cond_or_uncond"] = [0] * len(cond_chunks)
+        options[SEG_ROWS_KEY] = slice(0, len(rows))
+        c["transformer_options"] = options
+        seg_args = {"input": args["input"][rows], "timestep": args["timestep"][rows], "c": c,
+                    "cond_or_uncond": [0] * len(cond_chunks)}
+        self.calls.append((len(rows), slice(0, len(rows))))
+        seg_out = run(apply_model, seg_args)
+        for j, i in enumerate(cond_chunks):
+            self.stash.append((out[i * b:(i + 1) * b], seg_out[j * b:(j + 1) * b]))
+        return out
+
+    def _post_cfg(self):
+        patch = self
+
+        def seg_post_cfg_function(args):
+            denoised = args["denoised"]
+            pairs, patch.stash = patch.stash, []
+            if not pairs:
+                return denoised
+            weights = _cond_weights(args.get("cond"), len(pairs))
+            conds = torch.stack([cond for cond, _ in pairs])
+            segs = torch.stack([seg for _, seg in pairs])
+            guided = denoised + weighted_seg_term(conds, segs, weights, patch.settings.scale).to(denoised.dtype)
+            return rescale(guided, args["cond_denoised"], patch.settings.rescale)
+
+        return seg_post_cfg_function
+
+
+def _cond_weights(cond_entries, n_pairs):
+    """The weight of each conditional chunk, in the order the wrapper saw them.
+
+    The hosts build one cond entry per AND sub-prompt (``strength`` = its weight), queue them in list
+    order ahead of the uncond entries and pop every batch from the back of the queue, so chunks arrive
+    in reverse list order. Equal weights (the usual case) need no order at all."""
+    strengths = [float(entry.get("strength", 1.0)) for entry in (cond_entries or [])]
+    if len(strengths) == n_pairs:
+        return list(reversed(strengths))
+    if strengths and all(math.isclose(w, strengths[0]) for w in strengths):
+        return [strengths[0]] * n_pairs
+    mean = sum(strengths) / len(strengths) if strengths else 1.0
+    _print_once("weights", f"could not match {n_pairs} conditional predictions to {len(strengths)} prompt "
+                           "weights; SEG weights them equally.")
+    return [mean] * n_pairs
+
+
+def _extend_rows(value, n, rows):
+    return torch.cat([value, value[rows]])
+
+
+def _take_rows(value, n, rows):
+    if isinstance(value, torch.Tensor):
+        return value[rows] if value.dim() > 0 and value.shape[0] == n else value
+    if isinstance(value, dict):
+        return {k: _take_rows(v, n, rows) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_take_rows(v, n, rows) for v in value)
+    return value
+
+
+def _extend_value(value, n, rows):
+    """Per-row tensors (first dim = the call's rows) get the SEG copies appended; containers are
+    walked (ControlNet residuals: dict of lists of tensors); anything else is shared."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() > 0 and value.shape[0] == n:
+            return torch.cat([value, value[rows]])
+        return value
+    if isinstance(value, dict):
+        return {k: _extend_value(v, n, rows) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_extend_value(v, n, rows) for v in value)
+    return value
+
+
+def _extend_c(c, n, rows, seg, labels, cond_chunks, b):
+    extended = {}
+    for key, value in c.items():
+        if key == "transformer_options":
+            extended[key] = _extend_transformer_options(value, n, rows, seg, labels, cond_chunks, b)
+        elif key == "control_model":
+            extended[key] = value
+        else:
+            try:
+                extended[key] = _extend_value(value, n, rows)
+            except Exception as error:  # a per-row object we cannot extend
+                raise _CannotBatch(f"{key}: {error}") from error
+    if "transformer_options" not in extended:
+        raise _CannotBatch("the host passed no transformer_options")
+    return extended
+
+
+def _extend_transformer_options(options, n, rows, seg, labels, cond_chunks, b):
+    options = dict(options)
+    new_labels = labels + [0] * len(cond_chunks)
+    for key, value in list(options.items()):
+        # Per-chunk lists (Forge: cond_or_uncond; reForge: cond_or_uncond, uuids) follow the chunks.
+        if isinstance(value, list) and len(value) == len(labels) and key not in ("original_shape",):
+            options[key] = value + [value[i] for i in cond_chunks]
+    options["cond_or_uncond"] = new_labels
+    if "cond_mark" in options and isinstance(options["cond_mark"], torch.Tensor):
+        options["cond_mark"] = _extend_rows(options["cond_mark"], n, rows)
+    if "cond_indices" in options or "uncond_indices" in options:  # Forge: row indices by label
+        options["cond_indices"] = [r for i, label in enumerate(new_labels) if label == 0 for r in range(i * b, (i + 1) * b)]
+        options["uncond_indices"] = [r for i, label in enumerate(new_labels) if label != 0 for r in range(i * b, (i + 1) * b)]
+    options[SEG_ROWS_KEY] = seg
+    return options
+
+
+def _denoiser_progress(p):
+    """(step, total) from the WebUI's CFG denoiser: its own call counter, as on A1111."""
+    denoiser = getattr(getattr(p, "sampler", None), "model_wrap_cfg", None)
+    if denoiser is None or getattr(denoiser, "total_steps", None) is None:
+        return None
+    return denoiser.step, denoiser.total_steps
+
+
+class ForgeAdapter:
+    """start/stop per sampling pass (see lib_seg.hosts); one adapter serves Forge and reForge."""
+
+    def __init__(self, host="forge", attention=None):
+        self.name = host
+        self._attention = attention
+        self._open = None  # (p, registry, patch) of the pass in progress
+        self.last_patch = None
+
+    def attention(self):
+        if self._attention is None:
+            self._attention = host_attention(self.name)
+        return self._attention
+
+    def start(self, p, settings):
+        self.stop(p)
+        forge_objects = p.sd_model.forge_objects
+        unet = forge_objects.unet
+        diffusion_model = unet.model.diffusion_model
+        if not _is_ldm_unet(diffusion_model):
+            print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) has no UNet input/middle blocks "
+                  "(SD3, Flux ...); SEG supports SD1.x/SD2.x/SDXL UNets only. Generating without SEG.")
+            return False
+        try:
+            selected = seg_layers.select_layers(diffusion_model, settings.layers)
+        except ValueError as error:
+            print(f"{_PREFIX} {error}. Fix the 'SEG layers' field (API name 'layers'); generating without SEG.")
+            return False
+        patch = SegPatch(settings, self.attention(), progress=lambda: _denoiser_progress(p))
+        registry = HookRegistry("seg-forge")
+        try:
+            registry.replace(forge_objects, "unet", patch.apply(unet, selected))
+            self._guard_sampler(p, registry)
+        except Exception:
+            registry.remove_all()
+            raise
+        self._open = (p, registry, patch)
+        self.last_patch = patch
+        return True
+
+    def _guard_sampler(self, p, registry):
+        """End the pass when the sampler returns or raises, whichever sampling entry the host uses."""
+        sampler = getattr(p, "sampler", None)
+        if sampler is None:
+            return
+        for name in ("sample", "sample_img2img"):
+            original = getattr(sampler, name, None)
+            if original is None:
+                continue
+
+            def guarded(*args, _original=original, **kwargs):
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    self.stop(p)
+
+            registry.replace(sampler, name, guarded)
+
+    def stop(self, p=None):
+        opened, self._open = self._open, None
+        if opened is None:
+            return
+        try:
+            opened[1].remove_all()
+        except Exception as error:  # never raise from cleanup
+            print(f"{_PREFIX} cleanup failed: {error!r}")
+
+
+def create_adapter(host):
+    return ForgeAdapter(host)
