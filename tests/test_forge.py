@@ -1,0 +1,325 @@
+"""Forge / reForge adapter (lib_seg/hosts/forge.py) on the real ldm UNet, driven through a stand-in of the
+hosts' patcher, sampling function, CFG denoiser and txt2img/hires flow (tests/forge_stand_in/)."""
+import pytest
+import torch
+
+from forge_stand_in.patcher import UnetPatcher
+from forge_stand_in.unet import KModel, attention_function, stand_in_attention
+from forge_stand_in.webui import KDiffusionSampler, Processing, SDModel
+from lib_seg.blur import blur_queries
+from lib_seg.grid import token_grid
+from lib_seg.hosts import forge as forge_host
+from lib_seg.params import SegSettings
+from unets import CONTEXT_DIM, sd15_like
+
+FLAVORS = ("forge", "reforge")
+_UNETS = {}
+
+
+def unet_for(flavor):
+    if flavor not in _UNETS:
+        _UNETS[flavor] = KModel(sd15_like(seed=0), flavor)
+    return _UNETS[flavor]
+
+
+def world(flavor):
+    """A fresh patcher (host state) around a cached UNet; returns (sd_model, original patcher)."""
+    patcher = UnetPatcher(unet_for(flavor))
+    return SDModel(patcher), patcher
+
+
+def conds(batch=1, weights=(1.0,), seed=1, tokens=8):
+    g = torch.Generator().manual_seed(seed)
+    k = len(weights)
+    tensor = torch.randn(batch * k, tokens, CONTEXT_DIM, generator=g)
+    conds_list = [[(b * k + i, w) for i, w in enumerate(weights)] for b in range(batch)]
+    uncond = torch.randn(batch, tokens, CONTEXT_DIM, generator=g)
+    return (tensor, conds_list), uncond
+
+
+class SegScript:
+    """What scripts/seg.py does on these hosts: start the pass when SEG is active, stop in postprocess."""
+
+    def __init__(self, flavor, settings, attention=stand_in_attention):
+        self.adapter = forge_host.ForgeAdapter(flavor, attention=attention)
+        self.settings = settings
+        self.started = []
+        self.options_seen = []
+
+    def process_before_every_sampling(self, p):
+        if self.settings.active:
+            self.started.append(self.adapter.start(p, self.settings))
+            self.options_seen.append(p.sd_model.forge_objects.unet.model_options)
+
+    def postprocess(self, p):
+        self.adapter.stop(p)
+
+
+def generate(flavor, settings=None, *, batch=1, weights=(1.0,), sd_model=None, script=None, **kwargs):
+    if sd_model is None:
+        sd_model, _ = world(flavor)
+    cond, uncond = conds(batch, weights)
+    p = Processing(sd_model, cond, uncond, batch_size=batch, flavor=flavor, **kwargs)
+    if script is None and settings is not None:
+        script = SegScript(flavor, settings)
+    if script is not None:
+        p.scripts.append(script)
+    unet = sd_model.forge_objects_original.unet.model.diffusion_model
+    unet._forge_calls = []
+    try:
+        out = p.sample()
+    finally:
+        if script is not None:
+            script.postprocess(p)
+    calls, unet._forge_calls = unet._forge_calls, None
+    return out, calls, p
+
+
+def on(**kw):
+    return SegSettings(enabled=True, **kw)
+
+
+def assert_clean(sd_model, patcher, p):
+    """The host's objects are as before: the original patcher in place, its options without our entries,
+    no instance-level overrides left on the sampler."""
+    assert sd_model.forge_objects.unet is patcher
+    assert patcher.model_options == {"transformer_options": {}}
+    if p.sampler is not None:
+        assert "sample" not in vars(p.sampler) and "sample_img2img" not in vars(p.sampler)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_disabled_is_bit_identical_and_installs_nothing(flavor):
+    baseline, calls, _ = generate(flavor, batch=2)
+    sd_model, patcher = world(flavor)
+    for settings in (SegSettings(enabled=False), on(scale=0.0)):
+        out, calls_off, p = generate(flavor, settings, batch=2, sd_model=sd_model)
+        assert torch.equal(out, baseline)
+        assert calls_off == calls == [4] * 4  # uncond + cond rows of 2 images, one call per step
+        assert_clean(sd_model, patcher, p)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("cfg_scale, rows", [(5.0, 6), (1.0, 4)])
+def test_one_unet_call_per_step_with_seg_rows_batched(flavor, cfg_scale, rows):
+    """Batch 2: cond 2 + uncond 2 + SEG 2 rows in one call; at CFG 1 the host still drops the uncond
+    (no forced negative pass): cond 2 + SEG 2."""
+    baseline, _, _ = generate(flavor, batch=2, cfg_scale=cfg_scale)
+    sd_model, patcher = world(flavor)
+    script = SegScript(flavor, on(scale=3.0, sigma=2.0, layers="mid,u0"))
+    out, calls, p = generate(flavor, batch=2, cfg_scale=cfg_scale, sd_model=sd_model, script=script)
+    assert calls == [rows] * 4
+    patch = script.adapter.last_patch
+    assert [seg for _, seg in patch.calls] == [slice(rows - 2, rows)] * 4
+    assert not torch.equal(out, baseline) and torch.isfinite(out).all()
+    assert_clean(sd_model, patcher, p)
+    assert script.options_seen and all("disable_cfg1_optimization" not in o for o in script.options_seen)
+
+
+def _one_evaluation(flavor, settings, x, sigma, cond, uncond, cfg_scale, max_chunks=None):
+    sd_model, patcher = world(flavor)
+    p = Processing(sd_model, cond, uncond, flavor=flavor, cfg_scale=cfg_scale)
+    p.sampler = KDiffusionSampler(sd_model, flavor)
+    p.sampler.model_wrap_cfg.max_chunks = max_chunks
+    adapter = forge_host.ForgeAdapter(flavor, attention=stand_in_attention)
+    assert adapter.start(p, settings)
+    try:
+        return p.sampler.model_wrap_cfg(x, sigma, cond, uncond, cfg_scale)
+    finally:
+        adapter.stop(p)
+        assert_clean(sd_model, patcher, p)
+
+
+def _reference(flavor, settings, x, sigma, cond, uncond, cfg_scale):
+    """The guidance from separate, unbatched UNet evaluations; the SEG prediction blurs the queries of every
+    row in the selected layers with a patch written here (not the adapter's)."""
+    kmodel = unet_for(flavor)
+    from lib_seg.layers import select_layers
+    keys = [layer.patch_key for layer in select_layers(kmodel.diffusion_model, settings.layers)]
+
+    def blurred(q, k, v, extra):
+        shape = extra["original_shape"]
+        return attention_function(blur_queries(q, token_grid(shape[-2:], q.shape[1]), settings.sigma), k, v, extra["n_heads"])
+
+    def predict(context, seg=False):
+        options = {"patches_replace": {"attn1": {key: blurred for key in keys}}} if seg else {}
+        return kmodel.apply_model(x, sigma.expand(x.shape[0]), c_crossattn=context, transformer_options=options)
+
+    tensor, conds_list = cond
+    u = predict(uncond)
+    guided = u.clone()
+    for k in range(len(conds_list[0])):
+        rows = [per_image[k][0] for per_image in conds_list]
+        w = conds_list[0][k][1]
+        c, s = predict(tensor[rows]), predict(tensor[rows], seg=True)
+        guided += cfg_scale * w * (c - u) + settings.scale * w * (c - s)
+    return guided
+
+
+@pytest.mark.parametrize("flavor, sigma, weights, batch", [
+    ("forge", 2.0, (1.0,), 2), ("reforge", float("inf"), (1.0,), 2),
+    ("forge", float("inf"), (0.7, 0.5), 1), ("reforge", 4.0, (0.7, 0.5), 2)])
+def test_batched_seg_equals_separate_passes(flavor, sigma, weights, batch):
+    """One denoiser evaluation with the extension == uncond + w(cond - uncond) + s(cond - seg) computed from
+    separate UNet passes, including AND prompts (per sub-prompt weights) and batch > 1, at a non-square size."""
+    settings = on(scale=2.5, sigma=sigma, layers="m0,u0-u2")
+    cond, uncond = conds(batch, weights)
+    x = torch.randn(batch, 4, 16, 24, generator=torch.Generator().manual_seed(3)) * 3
+    sigma_t = torch.tensor([3.0])
+    got = _one_evaluation(flavor, settings, x, sigma_t.expand(batch), cond, uncond, 6.0)
+    want = _reference(flavor, settings, x, sigma_t, cond, uncond, 6.0)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_low_memory_split_gives_the_same_result(flavor):
+    """When memory makes the host evaluate one chunk per call, the SEG rows go with the cond call only."""
+    settings = on(scale=2.0, sigma=2.0, layers="mid,up")
+    cond, uncond = conds(2, (0.6, 0.4))
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(4)) * 3
+    sigma = torch.tensor([2.0, 2.0])
+    unet = unet_for(flavor).diffusion_model
+    unet._forge_calls = []
+    split = _one_evaluation(flavor, settings, x, sigma, cond, uncond, 5.0, max_chunks=1)
+    assert sorted(unet._forge_calls) == [2, 4, 4]  # uncond alone; each sub-prompt's cond with its SEG copy
+    unet._forge_calls = None
+    whole = _one_evaluation(flavor, settings, x, sigma, cond, uncond, 5.0)
+    torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_step_interval(flavor):
+    """start=0.5 of 4 steps: progress 0, 1/3 without SEG rows, 2/3 and 1 with them."""
+    _, calls, _ = generate(flavor, on(start=0.5), batch=2)
+    assert calls == [4, 4, 6, 6]
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_non_square_and_hires_pass_get_their_own_grids(flavor):
+    grids = []
+
+    def recording_attention(q, k, v, heads, extra):
+        grids.append((tuple(extra["original_shape"][-2:]), q.shape[1]))
+        return stand_in_attention(q, k, v, heads, extra)
+
+    sd_model, patcher = world(flavor)
+    script = SegScript(flavor, on(sigma=1.0), attention=recording_attention)
+    out, calls, p = generate(flavor, sd_model=sd_model, script=script, latent_hw=(16, 24), hr_latent_hw=(24, 32), hr_steps=3)
+    assert out.shape == (1, 4, 24, 32)
+    assert calls == [3] * 4 + [3] * 2  # hires: 3 steps at denoising 0.6 -> t_enc 1 -> 2 sampler steps
+    seen = {(shape, n, token_grid(shape, n)) for shape, n in grids}
+    assert seen == {((16, 24), 6, (2, 3)), ((24, 32), 12, (3, 4))}
+    assert script.started == ([True, True, True] if flavor == "forge" else [True, True])
+    assert_clean(sd_model, patcher, p)
+    baseline, _, _ = generate(flavor, latent_hw=(16, 24), hr_latent_hw=(24, 32), hr_steps=3)
+    assert not torch.equal(out, baseline)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_second_order_sampler_one_call_per_denoiser_call(flavor):
+    _, calls, p = generate(flavor, on(), sampler="heun", steps=3)
+    assert calls == [3] * p.sampler.model_wrap_cfg.step == [3] * 5
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_exception_mid_run_leaves_nothing_behind(flavor):
+    sd_model, patcher = world(flavor)
+    cond, uncond = conds()
+    p = Processing(sd_model, cond, uncond, flavor=flavor)
+    script = SegScript(flavor, on(sigma=2.0))
+    p.scripts.append(script)
+
+    real_sample = KDiffusionSampler.sample
+
+    def failing_sample(self, *args, **kwargs):
+        def boom(step):
+            if step == 2:
+                raise RuntimeError("interrupted")
+        self.model_wrap_cfg.on_call = boom
+        return real_sample(self, *args, **kwargs)
+
+    KDiffusionSampler.sample = failing_sample
+    try:
+        with pytest.raises(RuntimeError, match="interrupted"):
+            p.sample()  # no postprocess: only the adapter's own guard cleans up
+    finally:
+        KDiffusionSampler.sample = real_sample
+    assert_clean(sd_model, patcher, p)
+    baseline, _, _ = generate(flavor)
+    again, _, _ = generate(flavor, sd_model=sd_model)
+    assert torch.equal(again, baseline)
+    seg_a, _, _ = generate(flavor, on(sigma=2.0), sd_model=sd_model)
+    seg_b, _, _ = generate(flavor, on(sigma=2.0))
+    assert torch.equal(seg_a, seg_b)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_existing_wrapper_and_attention_patch_are_chained(flavor):
+    sd_model, patcher = world(flavor)
+    seen_rows, attn_calls = [], []
+
+    def other_wrapper(apply_model, args):
+        seen_rows.append((args["input"].shape[0], list(args["cond_or_uncond"])))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    def other_attn1(q, k, v, extra):
+        attn_calls.append(q.shape[0])
+        return attention_function(q, k, v, extra["n_heads"])
+
+    patcher.set_model_unet_function_wrapper(other_wrapper)
+    patcher.set_model_attn1_replace(other_attn1, "middle", 0, 0)
+    before = dict(patcher.model_options)
+    generate(flavor, on(sigma=2.0), sd_model=sd_model)
+    assert seen_rows == [(3, [1, 0, 0])] * 4
+    assert attn_calls == [3] * 4
+    assert patcher.model_options == before and sd_model.forge_objects.unet is patcher
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_dit_model_runs_without_seg_and_says_so_once(flavor, capsys):
+    class TinyDiT(torch.nn.Module):  # SD3/Flux-like: no input_blocks / middle_block
+        def __init__(self):
+            super().__init__()
+            self.double_blocks = torch.nn.ModuleList([torch.nn.Conv2d(4, 4, 1)])
+
+        def forward(self, x, t, context=None, y=None):
+            return self.double_blocks[0](x)
+
+    torch.manual_seed(0)
+    sd_model = SDModel(UnetPatcher(KModel(TinyDiT(), flavor)))
+    baseline, _, _ = generate(flavor, sd_model=sd_model)
+    capsys.readouterr()
+    out, _, p = generate(flavor, on(), sd_model=sd_model)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "SEG" in printed[0] and "Flux" in printed[0]
+    assert torch.equal(out, baseline)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_unknown_layer_names_the_field(flavor, capsys):
+    sd_model, patcher = world(flavor)
+    baseline, _, _ = generate(flavor)
+    capsys.readouterr()
+    out, _, p = generate(flavor, on(layers="u12"), sd_model=sd_model)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "'u12'" in printed[0] and "SEG layers" in printed[0] and "u0-u8" in printed[0]
+    assert torch.equal(out, baseline)
+    assert_clean(sd_model, patcher, p)
+
+
+def test_separate_pass_fallback_when_the_call_cannot_be_batched(capsys):
+    """A call without transformer_options (no host here sends one, but a foreign wrapper might strip it)
+    cannot carry the SEG rows: SEG runs in a second call, announced once."""
+    patch = forge_host.SegPatch(on(sigma=2.0), stand_in_attention)
+    kmodel = unet_for("forge")
+    clone = patch.apply(UnetPatcher(kmodel), [])
+    wrapper = clone.model_options["model_function_wrapper"]
+    x = torch.randn(2, 4, 16, 16)
+    context = torch.randn(2, 8, CONTEXT_DIM)
+    args = {"input": x, "timestep": torch.full((2,), 2.0), "c": {"c_crossattn": context}, "cond_or_uncond": [1, 0]}
+    out = wrapper(kmodel.apply_model, args)
+    out2 = wrapper(kmodel.apply_model, args)
+    assert out.shape == x.shape and torch.equal(out, out2)
+    assert [rows for rows, _ in patch.calls] == [2, 1, 2, 1]
+    assert len(patch.stash) == 2
+    assert capsys.readouterr().out.count("separate pass") <= 1
