@@ -1,5 +1,7 @@
 """Forge / reForge adapter (lib_seg/hosts/forge.py) on the real ldm UNet, driven through a stand-in of the
 hosts' patcher, sampling function, CFG denoiser and txt2img/hires flow (tests/forge_stand_in/)."""
+import copy
+
 import pytest
 import torch
 
@@ -323,3 +325,21 @@ def test_separate_pass_fallback_when_the_call_cannot_be_batched(capsys):
     assert [rows for rows, _ in patch.calls] == [2, 1, 2, 1]
     assert len(patch.stash) == 2
     assert capsys.readouterr().out.count("separate pass") <= 1
+
+
+def test_memory_estimate_counts_the_seg_rows_and_chains():
+    """sampling_prepare estimates for 2B rows (cond + uncond); with SEG the call holds 3B."""
+    kmodel = unet_for("forge")
+    asked = []
+    kmodel.memory_required = lambda input_shape: asked.append(list(input_shape)) or 1
+    try:
+        patcher = UnetPatcher(kmodel)
+        clone = forge_host.SegPatch(on(), stand_in_attention).apply(patcher, [])
+        clone.model_options["memory_peak_estimation_modifier"]([4, 4, 16, 16])
+        assert asked == [[6, 4, 16, 16]] and "memory_peak_estimation_modifier" not in patcher.model_options
+        patcher.model_options["memory_peak_estimation_modifier"] = lambda shape: asked.append(("other", shape[0])) or 2
+        clone = forge_host.SegPatch(on(), stand_in_attention).apply(patcher, [])
+        assert clone.model_options["memory_peak_estimation_modifier"]([2, 4, 8, 8]) == 2 and asked[-1] == ("other", 3)
+        copy.deepcopy(clone.model_options)  # clones of the clone stay cheap: no bound methods inside
+    finally:
+        del kmodel.memory_required

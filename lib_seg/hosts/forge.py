@@ -95,6 +95,8 @@ class SegPatch:
             clone.set_model_attn1_replace(self._attn1(existing.get(key)), *key)
         clone.set_model_unet_function_wrapper(self._wrapper(previous_wrapper))
         clone.set_model_sampler_post_cfg_function(self._post_cfg(), disable_cfg1_optimization=False)
+        options["memory_peak_estimation_modifier"] = _memory_estimate(
+            options.get("memory_peak_estimation_modifier"), clone.model)
         return clone
 
     def _step_active(self):
@@ -196,6 +198,18 @@ class SegPatch:
             return rescale(guided, args["cond_denoised"], patch.settings.rescale)
 
         return seg_post_cfg_function
+
+
+def _memory_estimate(previous, model):
+    """Both hosts reserve GPU memory before sampling from an estimate for a batch of cond + uncond rows
+    (sampling_prepare asks for 2B rows); SEG adds B more. A closure, not a bound method: clone() deep-copies
+    model_options, and a deep copy of a bound method would copy the whole model."""
+
+    def seg_memory_estimate(input_shape):
+        shape = [input_shape[0] + (input_shape[0] + 1) // 2] + list(input_shape[1:])
+        return previous(shape) if previous is not None else model.memory_required(input_shape=shape)
+
+    return seg_memory_estimate
 
 
 def _cond_weights(cond_entries, n_pairs):
