@@ -12,21 +12,21 @@ from lib_seg.blur import blur_queries
 from lib_seg.grid import token_grid
 from lib_seg.hosts import forge as forge_host
 from lib_seg.params import SegSettings
-from unets import CONTEXT_DIM, sd15_like
+from unets import CONTEXT_DIM, sd15_like, sdxl_like
 
 FLAVORS = ("forge", "reforge")
 _UNETS = {}
 
 
-def unet_for(flavor):
-    if flavor not in _UNETS:
-        _UNETS[flavor] = KModel(sd15_like(seed=0), flavor)
-    return _UNETS[flavor]
+def unet_for(flavor, arch="sd15"):
+    if (flavor, arch) not in _UNETS:
+        _UNETS[flavor, arch] = KModel(sd15_like(seed=0) if arch == "sd15" else sdxl_like(seed=0), flavor)
+    return _UNETS[flavor, arch]
 
 
-def world(flavor):
+def world(flavor, arch="sd15"):
     """A fresh patcher (host state) around a cached UNet; returns (sd_model, original patcher)."""
-    patcher = UnetPatcher(unet_for(flavor))
+    patcher = UnetPatcher(unet_for(flavor, arch))
     return SDModel(patcher), patcher
 
 
@@ -118,8 +118,8 @@ def test_one_unet_call_per_step_with_seg_rows_batched(flavor, cfg_scale, rows):
     assert script.options_seen and all("disable_cfg1_optimization" not in o for o in script.options_seen)
 
 
-def _one_evaluation(flavor, settings, x, sigma, cond, uncond, cfg_scale, max_chunks=None):
-    sd_model, patcher = world(flavor)
+def _one_evaluation(flavor, settings, x, sigma, cond, uncond, cfg_scale, max_chunks=None, arch="sd15"):
+    sd_model, patcher = world(flavor, arch)
     p = Processing(sd_model, cond, uncond, flavor=flavor, cfg_scale=cfg_scale)
     p.sampler = KDiffusionSampler(sd_model, flavor)
     p.sampler.model_wrap_cfg.max_chunks = max_chunks
@@ -132,10 +132,10 @@ def _one_evaluation(flavor, settings, x, sigma, cond, uncond, cfg_scale, max_chu
         assert_clean(sd_model, patcher, p)
 
 
-def _reference(flavor, settings, x, sigma, cond, uncond, cfg_scale):
+def _reference(flavor, settings, x, sigma, cond, uncond, cfg_scale, arch="sd15"):
     """The guidance from separate, unbatched UNet evaluations; the SEG prediction blurs the queries of every
     row in the selected layers with a patch written here (not the adapter's)."""
-    kmodel = unet_for(flavor)
+    kmodel = unet_for(flavor, arch)
     from lib_seg.layers import select_layers
     keys = [layer.patch_key for layer in select_layers(kmodel.diffusion_model, settings.layers)]
 
@@ -145,7 +145,11 @@ def _reference(flavor, settings, x, sigma, cond, uncond, cfg_scale):
 
     def predict(context, seg=False):
         options = {"patches_replace": {"attn1": {key: blurred for key in keys}}} if seg else {}
-        return kmodel.apply_model(x, sigma.expand(x.shape[0]), c_crossattn=context, transformer_options=options)
+        extra = {"c_crossattn": context["crossattn"], "y": context["vector"]} if isinstance(context, dict) else {"c_crossattn": context}
+        return kmodel.apply_model(x, sigma.expand(x.shape[0]), transformer_options=options, **extra)
+
+    def take(value, rows):
+        return {k: v[rows] for k, v in value.items()} if isinstance(value, dict) else value[rows]
 
     tensor, conds_list = cond
     u = predict(uncond)
@@ -153,7 +157,7 @@ def _reference(flavor, settings, x, sigma, cond, uncond, cfg_scale):
     for k in range(len(conds_list[0])):
         rows = [per_image[k][0] for per_image in conds_list]
         w = conds_list[0][k][1]
-        c, s = predict(tensor[rows]), predict(tensor[rows], seg=True)
+        c, s = predict(take(tensor, rows)), predict(take(tensor, rows), seg=True)
         guided += cfg_scale * w * (c - u) + settings.scale * w * (c - s)
     return guided
 
@@ -343,3 +347,19 @@ def test_memory_estimate_counts_the_seg_rows_and_chains():
         copy.deepcopy(clone.model_options)  # clones of the clone stay cheap: no bound methods inside
     finally:
         del kmodel.memory_required
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_sdxl_like_vector_rows_and_two_transformers_per_block(flavor):
+    """SDXL: the pooled vector 'y' is per row and must follow the SEG copies; blocks hold two transformers,
+    so patch keys (section, block, 1) are used too."""
+    settings = on(scale=2.0, sigma=2.0, layers="m0,u0.1")
+    g = torch.Generator().manual_seed(5)
+    batch, weights = 2, (0.8, 0.6)
+    tensor = {"crossattn": torch.randn(batch * 2, 8, CONTEXT_DIM, generator=g), "vector": torch.randn(batch * 2, 1, generator=g)}
+    cond = (tensor, [[(b * 2 + i, w) for i, w in enumerate(weights)] for b in range(batch)])
+    uncond = {"crossattn": torch.randn(batch, 8, CONTEXT_DIM, generator=g), "vector": torch.randn(batch, 1, generator=g)}
+    x = torch.randn(batch, 4, 16, 24, generator=g) * 3
+    got = _one_evaluation(flavor, settings, x, torch.full((batch,), 3.0), cond, uncond, 4.0, arch="sdxl")
+    want = _reference(flavor, settings, x, torch.tensor([3.0]), cond, uncond, 4.0, arch="sdxl")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
