@@ -363,3 +363,18 @@ def test_sdxl_like_vector_rows_and_two_transformers_per_block(flavor):
     got = _one_evaluation(flavor, settings, x, torch.full((batch,), 3.0), cond, uncond, 4.0, arch="sdxl")
     want = _reference(flavor, settings, x, torch.tensor([3.0]), cond, uncond, 4.0, arch="sdxl")
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_transformer_options_follow_the_extended_batch():
+    """Labels, Forge's row indices/marks and reForge's uuids describe the extended call; other lists
+    (e.g. Forge's block_modifiers) are left alone."""
+    modifiers = [object(), object()]
+    options = {"cond_or_uncond": [1, 0], "uuids": ["u", "c"], "block_modifiers": modifiers, "sigmas": torch.ones(2),
+               "cond_mark": torch.tensor([1.0, 1.0, 0.0, 0.0]), "cond_indices": [2, 3], "uncond_indices": [0, 1]}
+    rows = torch.tensor([2, 3])
+    out = forge_host._extend_transformer_options(options, 4, rows, slice(4, 6), [1, 0], [1], 2)
+    assert out["cond_or_uncond"] == [1, 0, 0] and out["uuids"] == ["u", "c", "c"]
+    assert out["block_modifiers"] is modifiers and out[forge_host.SEG_ROWS_KEY] == slice(4, 6)
+    assert out["cond_indices"] == [2, 3, 4, 5] and out["uncond_indices"] == [0, 1]
+    assert out["cond_mark"].tolist() == [1, 1, 0, 0, 0, 0]
+    assert options["cond_or_uncond"] == [1, 0]  # the host's dict is not modified

@@ -33,6 +33,7 @@ from ..hooks import HookRegistry
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
+_PER_CHUNK_KEYS = ("uuids",)
 _PREFIX = "[SEG]"
 _printed_once = set()
 
@@ -277,9 +278,11 @@ def _extend_c(c, n, rows, seg, labels, cond_chunks, b):
 def _extend_transformer_options(options, n, rows, seg, labels, cond_chunks, b):
     options = dict(options)
     new_labels = labels + [0] * len(cond_chunks)
-    for key, value in list(options.items()):
-        # Per-chunk lists (Forge: cond_or_uncond; reForge: cond_or_uncond, uuids) follow the chunks.
-        if isinstance(value, list) and len(value) == len(labels) and key not in ("original_shape",):
+    # Per-chunk lists follow the chunks (reForge: uuids). Only known keys: other lists in the options,
+    # such as Forge's block_modifiers, merely happen to be lists.
+    for key in _PER_CHUNK_KEYS:
+        value = options.get(key)
+        if isinstance(value, list) and len(value) == len(labels):
             options[key] = value + [value[i] for i in cond_chunks]
     options["cond_or_uncond"] = new_labels
     if "cond_mark" in options and isinstance(options["cond_mark"], torch.Tensor):
