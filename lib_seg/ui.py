@@ -10,6 +10,7 @@ One control per parameter, in table order, so the script's argument list (and th
 import json
 import math
 import os
+from collections.abc import Mapping
 
 from . import params as P
 
@@ -221,7 +222,13 @@ def xyz_overrides(p):
 
 def settings_for(p, args):
     """The SegSettings of one generation: the script arguments, overridden by X/Y/Z axis values.
-    Raises SegParamError."""
+    Raises SegParamError.
+
+    The API copies ``alwayson_scripts`` args positionally over the UI defaults, so a named object
+    arrives as the first argument followed by default values: the object alone is the request."""
+    args = list(args) if args is not None else []
+    if args and isinstance(args[0], Mapping):
+        args = args[:1]
     settings = P.settings_from_args(args)
     overrides = xyz_overrides(p)
     if not overrides:

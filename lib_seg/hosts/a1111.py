@@ -142,7 +142,7 @@ class SamplingPass:
         self.unet = unet
         self.layers = layers
         self.patched_unets = set()
-        self.step = None      # the current active step: (Nc, B, conds_list, denoiser) or None
+        self.step = None      # the current active step: (Nc, B, conds_list, denoiser, x, sigma) or None
         self.seg_out = None   # (cond rows, seg rows) of the current step
         self.closed = False
 
@@ -156,6 +156,7 @@ class SamplingPass:
                              (script_callbacks.on_cfg_after_cfg, self.on_cfg_after_cfg)):
             register(fn, name="seg")
             registry.on_remove(_remover(script_callbacks, fn), "WebUI callback")
+        _drop_ordered_cache(script_callbacks)
         sampler = getattr(self.p, "sampler", None)
         if sampler is not None:
             for attr in ("sample", "sample_img2img"):
@@ -239,7 +240,8 @@ class SamplingPass:
         text_cond = repeat_cond(params.text_cond, n_cond)
         params.x, params.sigma, params.image_cond, params.text_cond = x, sigma, image_cond, text_cond
         self.session.begin_step(n_rows + n_cond, slice(n_cond, 2 * n_cond))
-        self.step = (n_cond, n_images, conds_list, denoiser)
+        # The last B rows hold each image's latent and sigma once (the rescale needs them).
+        self.step = (n_cond, n_images, conds_list, denoiser, params.x[-n_images:], params.sigma[-n_images:])
 
     def on_cfg_denoised(self, params):
         if self.step is None or self.closed:
@@ -252,7 +254,7 @@ class SamplingPass:
         try:
             if self.step is None or self.seg_out is None or self.closed:
                 return
-            n_cond, n_images, conds_list, denoiser = self.step
+            n_cond, n_images, conds_list, denoiser, x_img, sigma_img = self.step
             cond, seg = self.seg_out
             denoised = params.x
             if denoised.shape[0] != n_images:
@@ -266,7 +268,8 @@ class SamplingPass:
             guided = denoised + term
             if self.settings.rescale > 0:
                 reference = torch.stack([cond[rows[0][0]] for rows in conds_list]).to(denoised.dtype)
-                guided = guidance.rescale(guided, reference, self.settings.rescale)
+                guided = guidance.rescale_denoised(x_img.to(denoised.dtype), sigma_img, guided, reference,
+                                                   self.settings.rescale)
             mask = getattr(denoiser, "mask", None)
             if mask is not None and not getattr(denoiser, "mask_before_denoising", False):
                 # The host already blended the original latent into `denoised`; change only the part it keeps.
@@ -275,6 +278,16 @@ class SamplingPass:
         finally:
             self.step = self.seg_out = None
             self.session.end_step()
+
+
+def _drop_ordered_cache(script_callbacks):
+    """1.10 caches each category's sorted callback list and reuses it while the list LENGTH is unchanged;
+    after another extension removed a callback the 1.9 way, a cache of equal length could hold its stale
+    entry instead of ours. Dropping the cached CFG lists makes the host rebuild them from the real ones."""
+    cache = getattr(script_callbacks, "ordered_callbacks_map", None)
+    if isinstance(cache, dict):
+        for category in ("cfg_denoiser", "cfg_denoised", "cfg_after_cfg"):
+            cache.pop(category, None)
 
 
 def _remover(script_callbacks, fn):
