@@ -1,0 +1,69 @@
+"""Sampling the demo model through the project's own CFG+SEG engine (lib_seg.denoiser.SegCFGDenoiser),
+with a stock k-diffusion sampler: the same session, attention patch and guidance code the WebUI
+adapters use, minus the WebUI."""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..denoiser import SegCFGDenoiser
+from ..kdiffusion import load as load_kdiffusion
+from ..params import SegSettings
+from .data import IMAGE_SIZE
+from .model import SIGMA_MAX, SIGMA_MIN
+
+SAMPLERS = ("dpmpp_2m", "euler", "heun")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of sampling: a row of the demo grid, a line of the evaluation table."""
+    name: str
+    conditional: bool          # digits requested (CFG rows) or the null token (unconditional rows)
+    cfg_scale: float = 1.0     # 1 = no CFG
+    seg: SegSettings = SegSettings()
+
+
+def initial_noise(n, seed):
+    """The starting noise x_T for n samples; the same seed gives every setting the same noise, so rows
+    of the grid differ only by guidance."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((n, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator) * SIGMA_MAX
+
+
+@torch.no_grad()
+def sample(model, setting, labels, seed=0, steps=16, sampler="dpmpp_2m", callback=None, noise=None):
+    """Samples for `labels` (int tensor; ignored for unconditional settings except for its length)
+    -> images (n, 1, 32, 32) clamped to [-1, 1]."""
+    sampling, _ = load_kdiffusion()
+    n = len(labels)
+    x = initial_noise(n, seed) if noise is None else noise
+    sigmas = sampling.get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX)
+    null = model.null_context(n)
+    if setting.conditional:
+        cond, uncond = model.context(labels), (null if setting.cfg_scale != 1.0 else None)
+    else:
+        cond, uncond = null, None
+    guided = SegCFGDenoiser(model, model.unet, setting.seg, cfg_scale=setting.cfg_scale, total_steps=steps)
+    with guided:
+        step_fn = getattr(sampling, "sample_" + sampler)
+        out = step_fn(guided, x, sigmas, extra_args={"cond": cond, "uncond": uncond},
+                      callback=callback, disable=True)
+    return out.clamp(-1.0, 1.0)
+
+
+def seg_settings(scale, sigma, layers):
+    return SegSettings(enabled=True, scale=scale, sigma=sigma, layers=layers)
+
+
+def demo_settings(sigmas, seg_scale, cfg_scale, layers, cfg_seg_sigma: Optional[float] = None):
+    """The grid's rows / the table's lines: unconditional, + SEG at each sigma, CFG, CFG + SEG.
+    CFG + SEG uses the largest sigma unless told otherwise (the paper's default is infinity)."""
+    from ..params import format_sigma
+    cfg_seg_sigma = max(sigmas) if cfg_seg_sigma is None else cfg_seg_sigma
+    rows = [Setting("unconditional", False)]
+    rows += [Setting(f"+ SEG sigma={format_sigma(s)}", False, seg=seg_settings(seg_scale, s, layers)) for s in sigmas]
+    rows.append(Setting(f"CFG {cfg_scale:g}", True, cfg_scale=cfg_scale))
+    rows.append(Setting(f"CFG {cfg_scale:g} + SEG sigma={format_sigma(cfg_seg_sigma)}", True, cfg_scale=cfg_scale,
+                        seg=seg_settings(seg_scale, cfg_seg_sigma, layers)))
+    return rows
