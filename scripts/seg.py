@@ -52,9 +52,14 @@ class Script(scripts.Script):
         setattr(p, SETTINGS_ATTR, settings)
 
     def process(self, p, *args):
+        # A fresh dict: X/Y/Z shares one extra_generation_params between its cells (shallow copies of p),
+        # so SEG keys of one cell must neither leak into the next nor be written into the shared one.
         settings = getattr(p, SETTINGS_ATTR, None)
+        keys = {param.infotext for param in seg_params.PARAMS if param.infotext}
+        info = {k: v for k, v in p.extra_generation_params.items() if k not in keys}
         if settings is not None and settings.active:
-            p.extra_generation_params.update(seg_params.infotext(settings))
+            info.update(seg_params.infotext(settings))
+        p.extra_generation_params = info
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         settings = getattr(p, SETTINGS_ATTR, None)

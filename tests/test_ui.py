@@ -1,0 +1,101 @@
+"""lib_seg.ui on gradio 3.41 (A1111 1.10's version): controls generated from PARAMS, with and without
+the host's InputAccordion; paste fields; the hover-hint file kept in sync with the table."""
+import os
+
+import gradio as gr
+import pytest
+
+from lib_seg import params as P
+from lib_seg import ui
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FakeScript:
+    is_img2img = False
+
+    def elem_id(self, name):
+        return f"script_txt2img_seg_{name}"
+
+
+def input_accordion_class():
+    from a1111_stand_in import harness
+    harness.activate()
+    try:
+        from modules.ui_components import InputAccordion
+        return InputAccordion
+    finally:
+        harness.deactivate()
+
+
+@pytest.mark.parametrize("accordion", ["input_accordion", "fallback"])
+def test_controls_follow_the_param_table(accordion):
+    script = FakeScript()
+    cls = input_accordion_class() if accordion == "input_accordion" else False
+    with gr.Blocks():
+        controls = ui.build(script, False, input_accordion=cls)
+    assert len(controls) == len(P.PARAMS)
+    for control, param in zip(controls, P.PARAMS):
+        assert control.value == ui.control_value(param, param.default)
+        if param.kind == "float":
+            assert isinstance(control, gr.Slider)
+            assert (control.minimum, control.maximum, control.step) == (param.minimum, param.maximum, param.step)
+            assert control.label == param.label
+        elif param.kind in ("sigma", "layers"):
+            assert isinstance(control, gr.Dropdown) and control.label == param.label
+            choices = [c[0] if isinstance(c, tuple) else c for c in control.choices]
+            assert choices == list(param.choices)
+    enabled = controls[0]
+    assert isinstance(enabled, gr.Checkbox) and enabled.value is False
+    if accordion == "input_accordion":
+        assert isinstance(enabled, cls) and enabled.label == ui.TITLE
+    assert [f[0] for f in script.infotext_fields] == controls
+    assert script.paste_field_names == ["SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale"]
+
+
+def test_sigma_choices_include_inf_and_paper_sweep():
+    sigma = P.PARAM_BY_NAME["sigma"]
+    assert ui.control_value(sigma, sigma.default) == "inf"
+    for value in ("inf", "1", "4", "16", "64"):
+        assert value in sigma.choices
+
+
+def test_entry_script_ui_builds_inside_blocks():
+    from a1111_stand_in import harness
+    harness.activate()
+    try:
+        host = harness.Host()
+        script = host.script_class()
+        script.is_img2img = True
+        with gr.Blocks():
+            controls = script.ui(True)
+        assert len(controls) == len(P.PARAMS)
+        assert all(c.elem_id and c.elem_id.startswith("script_img2img_") for c in controls[1:])
+    finally:
+        harness.deactivate()
+
+
+def test_hints_file_in_sync_with_params():
+    with open(os.path.join(ROOT, ui.HINTS_JS), encoding="utf-8") as f:
+        assert f.read() == ui.hints_js(), "regenerate javascript/seg_hints.js from lib_seg.ui.hints_js()"
+    hints = ui.hints()
+    assert all(hints[p.label] == p.hint and p.hint for p in P.PARAMS)
+
+
+def test_xyz_axis_options_with_any_axis_class():
+    class Axis:
+        def __init__(self, label, type, apply, format_value=None, confirm=None, cost=0.0, choices=None):
+            self.label, self.type, self.apply, self.confirm, self.choices = label, type, apply, confirm, choices
+            self.format_value = format_value
+    options = {o.label: o for o in ui.make_axis_options(Axis)}
+
+    class P_:
+        pass
+    p = P_()
+    options["SEG layers"].apply(p, "d0-3, m0", [])
+    options["SEG start"].apply(p, 0.25, [])
+    assert getattr(p, ui.OVERRIDES_ATTR) == {"layers": P.parse_value("layers", "d0-3, m0"), "start": 0.25,
+                                              "enabled": True}
+    assert options["SEG sigma"].format_value(p, options["SEG sigma"], "∞") == "SEG sigma: inf"
+    settings = ui.settings_for(p, [False])
+    assert settings.enabled and settings.start == 0.25
