@@ -382,3 +382,10 @@ def test_unsupported_model_and_bad_layers_notice(host, sd15, capsys):
     assert get_adapter().start(p, params.settings_from_args([True])) is False
     assert "no LDM-style UNet" in capsys.readouterr().out
     assert math.isfinite(3.0)
+
+
+def test_rescale_changes_the_result_and_keeps_one_call(host, sd15):
+    plain_seg, _, _ = run(host, sd15, SEG_ALL4)
+    rescaled, calls, p = run(host, sd15, SEG_ALL4 + [0.0, 1.0, 0.7])
+    assert calls == [3] * 4 and p.extra_generation_params["SEG rescale"] == "0.7"
+    assert torch.isfinite(rescaled).all() and not torch.equal(plain_seg, rescaled)
