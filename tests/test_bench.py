@@ -1,0 +1,45 @@
+"""Smoke test of the benchmark's code path on the tiny UNet: it runs, the JSON has every number the report
+needs, and the checks it makes on the engine come out right. Nothing here asserts on timings."""
+import json
+import os
+
+import pytest
+
+from bench import seg_bench
+
+
+def test_benchmark_runs_end_to_end_on_a_tiny_unet(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    seg_bench.main(["--config", "tiny", "--latent", "16", "--runs", "1", "--warmup", "0", "--no-memory",
+                    "--micro-scale", "0.1", "--json", str(path)])
+    data = json.loads(path.read_text())
+    r = data["latents"]["16"]
+    assert set(r["variants"]) == {key for key, *_ in seg_bench.VARIANTS}
+    assert all(v["median_s"] > 0 and len(v["samples_s"]) == 1 for v in r["variants"].values())
+    assert r["variants"]["cfg"]["ratio_to_cfg"] == 1.0
+    assert set(r["criterion"]) >= {"batched_over_cfg", "unet_3_over_2", "within_limit", "batched_over_separate"}
+    assert 0 < r["blur"]["fraction_selected_sigma4"] < 1
+    # the sigma = inf shortcut against the unshortcut computation: whole step and every layer alone
+    assert r["shortcut"]["step_max_abs_diff"] < 1e-4
+    assert r["shortcut"]["layers"]["max_abs_diff"] < 1e-4
+    assert r["shortcut"]["seg_effect_max_abs"] > 1e-3  # SEG changes the output, so the comparison means something
+    assert r["selected_layers"] == ["middle_block.1.transformer_blocks.0.attn1"]
+    rows = data["checks"]["rows"]
+    assert rows["disabled"]["rows_per_call"] == [2, 2, 2, 2]
+    assert rows["scale 0"] == {"rows_per_call": [2, 2, 2, 2], "patches_installed": 1}
+    assert rows["interval 0.5-1"]["rows_per_call"] == [2, 2, 3, 3]
+    assert rows["active, separate pass"]["rows_per_call"] == [2, 1] * 4
+    assert data["checks"]["blur_cache"]["cache"]["hits"] > 0
+    out = capsys.readouterr().out
+    assert "criterion:" in out and "CFG+SEG separate pass" in out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak RSS per variant needs Linux")
+def test_memory_worker_reports_every_variant():
+    args = seg_bench.parse_args(["--config", "tiny", "--latent", "8", "--threads", "1", "--device", "cpu"])
+    mem = seg_bench.memory_cpu_subprocess(args)
+    assert "error" not in mem, mem.get("error")
+    peaks = mem["latents"]["8"]
+    assert set(peaks) == {key for key, *_ in seg_bench.VARIANTS}
+    assert all(peak >= 0 for peak in peaks.values())
+    assert mem["model_rss_mib"] > 0
