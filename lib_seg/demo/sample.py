@@ -24,6 +24,12 @@ class Setting:
     seg: SegSettings = SegSettings()
 
 
+def denoiser_calls(sampler, steps):
+    """How many times the sampler calls the denoiser (SEG's start/end interval counts these calls):
+    Heun makes a second call on every step but the last, whose next sigma is 0."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
 def initial_noise(n, seed):
     """The starting noise x_T for n samples; the same seed gives every setting the same noise, so rows
     of the grid differ only by guidance."""
@@ -44,7 +50,8 @@ def sample(model, setting, labels, seed=0, steps=16, sampler="dpmpp_2m", callbac
         cond, uncond = model.context(labels), (null if setting.cfg_scale != 1.0 else None)
     else:
         cond, uncond = null, None
-    guided = SegCFGDenoiser(model, model.unet, setting.seg, cfg_scale=setting.cfg_scale, total_steps=steps)
+    guided = SegCFGDenoiser(model, model.unet, setting.seg, cfg_scale=setting.cfg_scale,
+                            total_steps=denoiser_calls(sampler, steps))
     with guided:
         step_fn = getattr(sampling, "sample_" + sampler)
         out = step_fn(guided, x, sigmas, extra_args={"cond": cond, "uncond": uncond},

@@ -1,6 +1,8 @@
 """Rebuild the shipped weights: `python -m lib_seg.demo.train` (about 10 minutes on 2 CPU cores).
 
-Fixed seeds, fixed step counts (not time budgets), 2 threads: the same machine gives the same files.
+Fixed seeds, fixed step counts (not time budgets), one CPU thread: the same machine gives the same
+files. One thread because reductions then run in a fixed order, and because on a shared 2-core machine
+two OpenMP threads that keep waiting for each other ran 3-5x slower than one.
 Another CPU type or torch version may round differently and produce a slightly different file (and hash).
 """
 import argparse
@@ -21,6 +23,7 @@ DENOISER_BATCH = 32
 DENOISER_LR = 2e-3
 LABEL_DROPOUT = 0.15  # fraction of rows trained with the null token, so CFG has an unconditional model
 CLASSIFIER_EPOCHS = 12
+TRAIN_THREADS = 1
 
 
 def sha256_of(path):
@@ -111,7 +114,7 @@ def main(argv=None):
     parser.add_argument("--classifier-out", default=CLASSIFIER_PATH)
     parser.add_argument("--skip-classifier", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(TRAIN_THREADS)
     images, labels = load_digits_32()
     t0 = time.time()
     if not args.skip_classifier:
