@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from ..params import SegParamError, SegSettings, format_sigma, parse_sigma
+from ..params import SegParamError, SegSettings, parse_sigma
 from .sample import SAMPLERS, demo_settings, sample
 
 

@@ -70,8 +70,9 @@ def markdown_table(report):
 
 
 def describe_run(report):
+    total = f", {report['seconds']:.0f} s in total" if "seconds" in report else ""
     return (f"N = {report['n']} samples per setting, seed {report['seed']}, {report['sampler']} with "
-            f"{report['steps']} steps (Karras sigmas), {report['seconds']:.0f} s in total.")
+            f"{report['steps']} steps (Karras sigmas){total}.")
 
 
 def write_report(report, markdown_path, json_path):

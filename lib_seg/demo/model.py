@@ -5,8 +5,6 @@ Conditioning: one learned 32-d token per digit 0-9 plus a learned null token (in
 unconditional branch, passed as a 1-token cross-attention context, the way SD passes text tokens.
 Training drops labels to the null token, so the same model gives unconditional and CFG samples.
 """
-import math
-
 import torch
 from torch import nn
 
@@ -97,5 +95,3 @@ def load_denoiser(path=None):
 def parameter_count(module):
     return sum(p.numel() for p in module.parameters())
 
-
-assert math.isclose(SIGMA_DATA, 0.5)
