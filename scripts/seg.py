@@ -22,13 +22,17 @@ def _disabled_by_flag():
     return bool(getattr(getattr(shared, "cmd_opts", None), "seg_disable", False))
 
 
-def _refuse(p, error):
-    """Make the generation fail with `error` before anything is computed. Script hooks run inside the
-    host's try/except (the error would only be printed), so the refusal is raised from the first
-    processing step after them; the API returns the message to the client, the UI shows it."""
+def _refuse(error, target, *methods):
+    """Make the generation fail with `error` at the host's next step. Script hooks run inside the
+    host's try/except (an error raised there would only be printed), so the refusal is raised from the
+    processing step that follows them: ``p.setup_prompts`` for bad arguments, the sampler's entry points
+    for a layer spec the loaded model lacks (known only once the model is). The API returns the message
+    to the client, the UI shows it; both objects are per generation, nothing outlives it."""
     def refuse(*args, **kwargs):
         raise error
-    p.setup_prompts = refuse
+    for method in methods:
+        if target is not None and hasattr(target, method):
+            setattr(target, method, refuse)
 
 
 class Script(scripts.Script):
@@ -47,7 +51,7 @@ class Script(scripts.Script):
         try:
             settings = seg_ui.settings_for(p, args)
         except seg_params.SegParamError as error:
-            _refuse(p, error)
+            _refuse(error, p, "setup_prompts")
             return
         setattr(p, SETTINGS_ATTR, settings)
 
@@ -65,7 +69,12 @@ class Script(scripts.Script):
         settings = getattr(p, SETTINGS_ATTR, None)
         if settings is None or not settings.active:
             return
-        if not get_adapter().start(p, settings):
+        try:
+            started = get_adapter().start(p, settings)
+        except seg_params.SegParamError as error:
+            _refuse(error, getattr(p, "sampler", None), "sample", "sample_img2img")
+            started = False
+        if not started:
             for key in seg_params.infotext(settings):
                 p.extra_generation_params.pop(key, None)
 

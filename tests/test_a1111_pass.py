@@ -364,11 +364,20 @@ def test_refiner_switch_patches_the_refiner_unet_too(host, sd15):
     assert (H.hook_census(sd15, refiner), H.callback_census()) == census and not hooks._LIVE
 
 
-def test_unsupported_model_and_bad_layers_notice(host, sd15, capsys):
-    _, calls, p = run(host, sd15, [True, 3.0, "inf", "u12"])
-    out = capsys.readouterr().out
-    assert "[SEG] skipped" in out and "u12" in out and "u0-u8" in out
-    assert calls == [2] * 4 and "SEG scale" not in p.extra_generation_params
+def test_bad_layers_refuse_the_generation_and_unsupported_model_is_skipped(host, sd15, capsys):
+    """A layer spec the model lacks is bad input: the generation fails with the message (the API returns
+    it to the client), before any UNet call, leaving nothing behind; the next generation is unaffected."""
+    from lib_seg import hooks
+    from lib_seg.params import SegParamError
+    census = (H.hook_census(sd15), H.callback_census())
+    plain, _, _ = run(host, sd15, [False])
+    with pytest.raises(SegParamError) as refused:
+        run(host, sd15, [True, 3.0, "inf", "u12"])
+    message = str(refused.value)
+    assert "SEG layers" in message and "'u12'" in message and "u0-u8" in message
+    assert (H.hook_census(sd15), H.callback_census()) == census and not hooks._LIVE
+    again, calls, _ = run(host, sd15, [False])
+    assert torch.equal(again, plain) and calls == [2] * 4
 
     class NoUNet(torch.nn.Module):
         def __init__(self):
@@ -381,7 +390,6 @@ def test_unsupported_model_and_bad_layers_notice(host, sd15, capsys):
     p = type("P", (), {"sd_model": NoUNet(), "sampler": None})()
     assert get_adapter().start(p, params.settings_from_args([True])) is False
     assert "no LDM-style UNet" in capsys.readouterr().out
-    assert math.isfinite(3.0)
 
 
 def test_rescale_changes_the_result_and_keeps_one_call(host, sd15):

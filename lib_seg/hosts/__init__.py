@@ -7,7 +7,8 @@
     adapter.start(p, settings) -> bool # from Script.process_before_every_sampling: prepare ONE sampling
                                        # pass (first pass, hires pass); True if SEG will run in it, False
                                        # if skipped (a one-line notice was printed: edit model,
-                                       # unsupported model, bad layer spec ...). Never raises for those.
+                                       # unsupported model ...). A layer spec this model lacks is bad
+                                       # input: raises lib_seg.params.SegParamError naming the field.
                                        # Ends any pass still open first. Never called when settings are
                                        # not active (disabled / scale 0): then nothing is installed.
     adapter.stop(p)                    # from Script.postprocess and before every new generation:

@@ -22,6 +22,7 @@ from .. import guidance
 from ..attention import patch_ldm_self_attention
 from ..hooks import remove_leftovers
 from ..layers import describe, select_layers
+from ..params import SegParamError
 from ..session import NO_ROWS, SegSession
 
 PREFIX = "[SEG]"
@@ -94,8 +95,7 @@ class A1111Adapter:
         try:
             layers = select_layers(unet, settings.layers, _model_name(model))
         except ValueError as error:
-            notice(f"skipped: {error}")
-            return False
+            raise SegParamError(str(error)) from None
         if not layers:
             notice(f"skipped: SEG layers '{settings.layers}' selects no self-attention in this model "
                    f"(it has {describe(unet) or 'none'}).")

@@ -30,6 +30,7 @@ from ..attention import attend_smoothed
 from ..grid import token_grid
 from ..guidance import rescale, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
+from ..params import SegParamError
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
@@ -328,8 +329,7 @@ class ForgeAdapter:
         try:
             selected = seg_layers.select_layers(diffusion_model, settings.layers)
         except ValueError as error:
-            print(f"{_PREFIX} {error}. Fix the 'SEG layers' field (API name 'layers'); generating without SEG.")
-            return False
+            raise SegParamError(str(error)) from None
         patch = SegPatch(settings, self.attention(), progress=lambda: _denoiser_progress(p))
         registry = HookRegistry("seg-forge")
         try:
