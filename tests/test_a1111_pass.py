@@ -1,7 +1,6 @@
 """The batched SEG pass on the A1111 1.10.1 stand-in (tests/a1111_stand_in), real ldm UNets, real
 k-diffusion samplers: UNet calls and rows per step, agreement with an independent separate-pass
 reference, every host path of CFGDenoiser.forward, and cleanup."""
-import math
 
 import pytest
 import torch
