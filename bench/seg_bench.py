@@ -385,9 +385,26 @@ def blur_cost(bench, probe, selected):
     }
 
 
+@contextlib.contextmanager
+def shortcut_on_every_layer():
+    """The engine takes the shortcut only from SHORTCUT_MIN_TOKENS tokens on; measure it everywhere."""
+    threshold = seg_attention.SHORTCUT_MIN_TOKENS
+    seg_attention.SHORTCUT_MIN_TOKENS = 0
+    try:
+        yield
+    finally:
+        seg_attention.SHORTCUT_MIN_TOKENS = threshold
+
+
 def shortcut_layers(bench, probe, selected, reps=3):
     """Each self-attention layer on its recorded input (3 rows, SEG row 1): the engine's sigma = inf path with
-    the single-query shortcut vs the same without it; times (medians of interleaved reps) and max abs diff."""
+    the single-query shortcut (forced on every layer) vs the same without it; times (medians of interleaved
+    reps) and max abs diff. The engine itself uses it from SHORTCUT_MIN_TOKENS tokens on."""
+    with shortcut_on_every_layer():
+        return _shortcut_layers(bench, probe, selected, reps)
+
+
+def _shortcut_layers(bench, probe, selected, reps):
     rows = {}
     for name, entry in probe.attn.items():
         module, x = entry["module"], entry["x"]

@@ -12,35 +12,40 @@ import torch
 from .blur import blur_queries
 
 
+# Below this many tokens the σ = ∞ shortcut's extra attention calls cost more than the tokens² work
+# they save (bench/RESULTS.md: a loss on SD1.5's 16-token middle block, ~30 % faster at 1024 tokens).
+SHORTCUT_MIN_TOKENS = 256
+
+
 def attend_smoothed(attend, q, seg, grid, sigma):
     """Attention for all rows of a call, with the rows in `seg` smoothed.
 
     q: (rows, tokens, channels) queries (or attention inputs) of the call.
     attend(q_rows, kv_rows) -> (len(q_rows), q_tokens, out_channels): the host's attention for the
-    queries q_rows against the keys/values of rows kv_rows (a slice or an index tensor).
+    queries q_rows against the keys/values of the rows in the slice kv_rows.
     Finite sigma: one attention call, SEG rows' queries blurred. sigma = inf: every blurred query is
-    the spatial mean, so every position gets the same output; SEG rows attend with that single query
-    and the result is broadcast, saving their tokens² work.
+    the spatial mean, so every position gets the same output; on large grids the SEG rows attend with
+    that single query and the result is broadcast, saving their tokens² work. Only slices of the
+    contiguous SEG rows are used: no index tensors, no host-device traffic.
     """
     n_rows, n_tokens = q.shape[0], q.shape[1]
     everything = slice(0, n_rows)
     if seg.stop <= seg.start:
         return attend(q, everything)
-    if not math.isinf(sigma):
+    if math.isinf(sigma):
+        # mean in at least fp32: fp16 sums over thousands of tokens lose digits
+        accumulate = torch.promote_types(q.dtype, torch.float32)
+        smoothed = q[seg].mean(dim=1, keepdim=True, dtype=accumulate).to(q.dtype)
+        if n_tokens >= SHORTCUT_MIN_TOKENS:
+            parts = [attend(q[:seg.start], slice(0, seg.start))] if seg.start > 0 else []
+            parts.append(attend(smoothed, seg).expand(-1, n_tokens, -1))
+            if seg.stop < n_rows:
+                parts.append(attend(q[seg.stop:], slice(seg.stop, n_rows)))
+            return torch.cat(parts)
+        smoothed = smoothed.expand(-1, n_tokens, -1)
+    else:
         smoothed = blur_queries(q[seg], grid, sigma)
-        return attend(torch.cat([q[:seg.start], smoothed, q[seg.stop:]]), everything)
-
-    # mean in at least fp32: fp16 sums over thousands of tokens lose digits
-    mean_query = q[seg].mean(dim=1, keepdim=True, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
-    seg_out = attend(mean_query, seg).expand(-1, n_tokens, -1)
-    if seg.stop - seg.start == n_rows:
-        return seg_out.contiguous()
-    others = torch.cat([torch.arange(0, seg.start, device=q.device), torch.arange(seg.stop, n_rows, device=q.device)])
-    other_out = attend(q[others], others)
-    out = other_out.new_empty((n_rows,) + tuple(other_out.shape[1:]))
-    out[others] = other_out
-    out[seg] = seg_out.to(out.dtype)
-    return out
+    return attend(torch.cat([q[:seg.start], smoothed, q[seg.stop:]]), everything)
 
 
 def patch_ldm_self_attention(registry, modules, session):

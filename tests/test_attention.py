@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lib_seg.attention import attend_smoothed, patch_ldm_self_attention
+from lib_seg.attention import SHORTCUT_MIN_TOKENS, attend_smoothed, patch_ldm_self_attention
 from lib_seg.blur import blur_queries
 from lib_seg.hooks import HookRegistry
 from lib_seg.layers import select_self_attention
@@ -18,12 +18,13 @@ def plain_attention(q, k, v):
     return weights @ v
 
 
+@pytest.mark.parametrize("grid", [(4, 6), (16, 20)])  # below and above SHORTCUT_MIN_TOKENS
+@pytest.mark.parametrize("seg", [slice(2, 4), slice(0, 2), slice(3, 5), slice(0, 5)])
 @pytest.mark.parametrize("sigma", [1.0, 3.0, math.inf])
-def test_attend_smoothed_matches_attention_on_blurred_queries(sigma):
+def test_attend_smoothed_matches_attention_on_blurred_queries(sigma, seg, grid):
     torch.manual_seed(0)
-    rows, (h, w), c = 5, (4, 6), 8
+    rows, (h, w), c = 5, grid, 8
     q, k, v = (torch.randn(rows, h * w, c, dtype=torch.float64) for _ in range(3))
-    seg = slice(2, 4)
 
     out = attend_smoothed(lambda qr, kv: plain_attention(qr, k[kv], v[kv]), q, seg, (h, w), sigma)
 
@@ -40,11 +41,12 @@ def test_infinite_sigma_shortcut_is_exact_in_fp32_on_ldm_attention():
     unet = sd15_like()
     attn = unet.middle_block[1].transformer_blocks[0].attn1
     torch.manual_seed(1)
-    x = torch.randn(3, 12, attn.to_q.in_features)
+    n = SHORTCUT_MIN_TOKENS
+    x = torch.randn(4, n, attn.to_q.in_features)
     seg = slice(1, 3)
     with torch.no_grad():
-        shortcut = attend_smoothed(lambda qr, kv: attn(qr, context=x[kv]), x, seg, (3, 4), math.inf)
-        full = attn(torch.cat([x[:1], x[seg].mean(1, keepdim=True).expand(-1, 12, -1)]), context=x)
+        shortcut = attend_smoothed(lambda qr, kv: attn(qr, context=x[kv]), x, seg, (16, n // 16), math.inf)
+        full = attn(torch.cat([x[:1], x[seg].mean(1, keepdim=True).expand(-1, n, -1), x[3:]]), context=x)
     torch.testing.assert_close(shortcut, full, rtol=1e-5, atol=1e-5)
 
 
