@@ -40,7 +40,7 @@ from lib_seg import blur as seg_blur
 from lib_seg.blur import blur_queries
 from lib_seg.denoiser import SegCFGDenoiser
 from lib_seg.grid import token_grid
-from lib_seg.kdiffusion import load as load_kdiffusion
+from lib_seg.kdiffusion import compvis_denoiser
 from lib_seg.layers import select_layers, self_attention_layers
 from lib_seg.params import SegSettings
 
@@ -124,26 +124,8 @@ def build_unet(config="sd15", device="cpu", dtype=torch.float32, seed=0):
     return unet.to(dtype).eval().requires_grad_(False)
 
 
-def sd_alphas_cumprod(steps=1000, beta_start=0.00085, beta_end=0.012):
-    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, steps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).float()
-
-
-class LatentDiffusionLike(nn.Module):
-    """What k-diffusion's CompVisDenoiser needs of an ldm LatentDiffusion (as A1111 wraps SD1.x)."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.diffusion_model = unet
-        self.register_buffer("alphas_cumprod", sd_alphas_cumprod())
-
-    def apply_model(self, x, t, cond):
-        return self.diffusion_model(x, t, context=cond)
-
-
 def denoiser_for(unet, device):
-    _, external = load_kdiffusion()
-    return external.CompVisDenoiser(LatentDiffusionLike(unet).to(device))
+    return compvis_denoiser(unet).to(device)
 
 
 # ------------------------------------------------------------------------------------------- variants

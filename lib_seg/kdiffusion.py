@@ -1,4 +1,4 @@
-"""Import k-diffusion's samplers outside a WebUI.
+"""k-diffusion outside a WebUI (tests, demo, benchmark): its samplers, and a bare ldm UNet as its denoiser.
 
 k-diffusion's package ``__init__`` imports its training code too (torchvision, clip, kornia, wandb ...),
 none of which the samplers need, and PyPI's torchvision does not load beside the pinned CPU torch.
@@ -10,6 +10,8 @@ import importlib
 import importlib.util
 import sys
 import types
+
+import torch
 
 
 def _register_bare_package():
@@ -41,3 +43,31 @@ def load():
                 del sys.modules[name]
             _register_bare_package()
     return importlib.import_module("k_diffusion.sampling"), importlib.import_module("k_diffusion.external")
+
+
+def sd_alphas_cumprod(steps=1000, beta_start=0.00085, beta_end=0.012):
+    """Stable Diffusion's "scaled linear" noise schedule."""
+    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+class LatentDiffusionLike(torch.nn.Module):
+    """What k-diffusion's CompVisDenoiser needs of an ldm LatentDiffusion (apply_model, alphas_cumprod),
+    around a bare UNet: how A1111 wraps SD1.x/2.x eps models. cond: a context tensor, or a dict with
+    'crossattn' and an optional per-row 'vector' (SDXL-style)."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.diffusion_model = unet
+        self.register_buffer("alphas_cumprod", sd_alphas_cumprod())
+
+    def apply_model(self, x, t, cond):
+        if isinstance(cond, dict):
+            return self.diffusion_model(x, t, context=cond["crossattn"], y=cond.get("vector"))
+        return self.diffusion_model(x, t, context=cond)
+
+
+def compvis_denoiser(unet):
+    """A bare ldm UNet as a k-diffusion denoiser (x, sigma, cond=...) -> denoised, SD's schedule."""
+    _, external = load()
+    return external.CompVisDenoiser(LatentDiffusionLike(unet))
