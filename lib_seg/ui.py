@@ -8,7 +8,6 @@ One control per parameter, in table order, so the script's argument list (and th
 ``args``) is exactly ``PARAMS`` order.
 """
 import json
-import math
 import os
 from collections.abc import Mapping
 
@@ -138,15 +137,8 @@ def paste_field_names():
 
 # ---------------------------------------------------------------- X/Y/Z plot
 
-AXES = (  # (label, parameter name)
-    ("SEG scale", "scale"),
-    ("SEG sigma", "sigma"),
-    ("SEG layers", "layers"),
-    ("SEG start", "start"),
-    ("SEG end", "end"),
-    ("SEG rescale", "rescale"),
-    ("SEG enabled", "enabled"),
-)
+# One axis per parameter, labelled like its control; "SEG enabled" last, as a plot rarely sweeps it.
+AXES = tuple((p.label, p.name) for p in sorted(P.PARAMS, key=lambda p: p.name == "enabled"))
 
 
 def _axis_apply(name):
@@ -266,7 +258,3 @@ def hints_js():
 
 def _indent(text):
     return text.replace("\n", "\n    ")
-
-
-def is_finite_sigma(value):
-    return not math.isinf(P.parse_sigma(value))
