@@ -17,7 +17,7 @@ from .blur import blur_queries
 SHORTCUT_MIN_TOKENS = 256
 
 
-def attend_smoothed(attend, q, seg, grid, sigma):
+def attend_smoothed(attend, q, seg, grid, sigma, shortcut=True):
     """Attention for all rows of a call, with the rows in `seg` smoothed.
 
     q: (rows, tokens, channels) queries (or attention inputs) of the call.
@@ -26,7 +26,8 @@ def attend_smoothed(attend, q, seg, grid, sigma):
     Finite sigma: one attention call, SEG rows' queries blurred. sigma = inf: every blurred query is
     the spatial mean, so every position gets the same output; on large grids the SEG rows attend with
     that single query and the result is broadcast, saving their tokens² work. Only slices of the
-    contiguous SEG rows are used: no index tensors, no host-device traffic.
+    contiguous SEG rows are used: no index tensors, no host-device traffic. shortcut=False keeps every
+    row in one attention call.
     """
     n_rows, n_tokens = q.shape[0], q.shape[1]
     everything = slice(0, n_rows)
@@ -36,7 +37,7 @@ def attend_smoothed(attend, q, seg, grid, sigma):
         # mean in at least fp32: fp16 sums over thousands of tokens lose digits
         accumulate = torch.promote_types(q.dtype, torch.float32)
         smoothed = q[seg].mean(dim=1, keepdim=True, dtype=accumulate).to(q.dtype)
-        if n_tokens >= SHORTCUT_MIN_TOKENS:
+        if shortcut and n_tokens >= SHORTCUT_MIN_TOKENS:
             parts = [attend(q[:seg.start], slice(0, seg.start))] if seg.start > 0 else []
             parts.append(attend(smoothed, seg).expand(-1, n_tokens, -1))
             if seg.stop < n_rows:
@@ -59,7 +60,16 @@ def patch_ldm_self_attention(registry, modules, session):
         registry.replace(module, "forward", _smoothed_forward(module, session))
 
 
+def _foreign_projection_hooks(module):
+    """Hooks another extension put on this attention's projections (e.g. sd-webui-incantations' own SEG
+    on to_q). They expect the whole batch in one call, so the σ = ∞ split must not be used here."""
+    projections = [getattr(module, name, None) for name in ("to_q", "to_k", "to_v")]
+    return [type(p).__name__ for p in projections if p is not None and (p._forward_hooks or p._forward_pre_hooks)]
+
+
 def _smoothed_forward(module, session):
+    warned = []
+
     def forward(x, context=None, *args, **kwargs):
         call = session.call
         host_forward = type(module).forward
@@ -72,6 +82,12 @@ def _smoothed_forward(module, session):
                 return host_forward(module, x, None, **kwargs)
             return host_forward(module, q_rows, x[kv_rows], **kwargs)
 
-        return attend_smoothed(attend, x, call.seg, call.grid(x.shape[1]), session.settings.sigma)
+        foreign = _foreign_projection_hooks(module)
+        if foreign and not warned:
+            warned.append(True)
+            print("[SEG] another extension hooks this model's self-attention (e.g. a second SEG or PAG "
+                  "implementation); both act on the same batch, so results combine both methods.")
+        return attend_smoothed(attend, x, call.seg, call.grid(x.shape[1]), session.settings.sigma,
+                               shortcut=not foreign)
 
     return forward

@@ -106,3 +106,27 @@ def test_blurring_the_input_equals_blurring_the_query_projection():
         patch_ldm_self_attention(session.registry, [attn], session)
         via_input = _run(unet, x, context, session, slice(1, 2))
     torch.testing.assert_close(via_input, via_to_q, rtol=1e-5, atol=1e-5)
+
+
+def test_foreign_hooks_on_the_projections_keep_the_batch_in_one_call(capsys):
+    """sd-webui-incantations hooks to_q and splits its output in two halves: it must always see the
+    whole batch (the σ = ∞ shortcut would call it with single rows); a notice says both act."""
+    unet = sd15_like()
+    attn = unet.middle_block[1].transformer_blocks[0].attn1
+    torch.manual_seed(4)
+    n = SHORTCUT_MIN_TOKENS
+    x = torch.randn(3, n, attn.to_q.in_features)
+    seen_rows = []
+    attn.to_q.register_forward_hook(lambda m, a, out: seen_rows.append(out.shape[0]))
+    session = SegSession(SegSettings(enabled=True, sigma=math.inf))
+    with session, torch.no_grad():
+        patch_ldm_self_attention(session.registry, [attn], session)
+        session.set_call(slice(1, 2), (16, n // 16))
+        out = attn(x)
+        out_again = attn(x)
+    assert seen_rows == [3, 3]
+    assert capsys.readouterr().out.count("another extension") == 1
+    expected = attend_smoothed(lambda q, kv: type(attn).forward(attn, q, x[kv]), x, slice(1, 2), (16, n // 16),
+                               math.inf, shortcut=False)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(out, out_again)
