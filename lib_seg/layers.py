@@ -37,6 +37,8 @@ _ATTN1_NAME = re.compile(
 # One list item: d0 | d0-3 | d0-d3 | u0.4 | d2.2-9 (the back-reference lets "d0-d3" repeat its letter).
 _ITEM = re.compile(r"^([dmu])(\d+)(?:-\1?(\d+))?(?:\.(\d+)(?:-(\d+))?)?$")
 
+# How errors name the field: its label and API name, as lib_seg.params does for every parameter.
+FIELD = "SEG layers (layers)"
 GRAMMAR_HINT = "mid, down, up, all, or a comma list of blocks such as d0-3, m0, u0.4, d2.2-9"
 
 
@@ -76,7 +78,7 @@ class _Item:
 
 def _parse_items(spec: str) -> list[_Item]:
     if not isinstance(spec, str):
-        raise ValueError(f"SEG layers: expected text, got {type(spec).__name__}; accepted: {GRAMMAR_HINT}")
+        raise ValueError(f"{FIELD}: expected text, got {type(spec).__name__}; accepted: {GRAMMAR_HINT}")
     compact = re.sub(r"\s+", "", spec).lower()
     if not compact:
         compact = DEFAULT_SPEC
@@ -89,17 +91,17 @@ def _parse_items(spec: str) -> list[_Item]:
         if match is None:
             where = "" if raw == compact else f" in {spec!r}"
             shown = repr(raw) if raw else "an empty item"
-            raise ValueError(f"SEG layers: can't read {shown}{where}; accepted: {GRAMMAR_HINT}")
+            raise ValueError(f"{FIELD}: can't read {shown}{where}; accepted: {GRAMMAR_HINT}")
         prefix, first, last, k_first, k_last = match.groups()
         first = int(first)
         last = first if last is None else int(last)
         if last < first:
-            raise ValueError(f"SEG layers: range {raw!r} runs backwards; write the smaller index first")
+            raise ValueError(f"{FIELD}: range {raw!r} runs backwards; write the smaller index first")
         if k_first is not None:
             k_first = int(k_first)
             k_last = k_first if k_last is None else int(k_last)
             if k_last < k_first:
-                raise ValueError(f"SEG layers: transformer range in {raw!r} runs backwards; write the smaller index first")
+                raise ValueError(f"{FIELD}: transformer range in {raw!r} runs backwards; write the smaller index first")
         items.append(_Item(prefix=prefix, first=first, last=last, k_first=k_first, k_last=k_last))
     return items
 
@@ -202,7 +204,7 @@ def select_layers(unet_or_names, spec: str = DEFAULT_SPEC, model_name: Optional[
             label = f"{item.prefix}{number}"
             block = blocks.get(label)
             if block is None:
-                raise ValueError(f"SEG layers: {label!r} is not in this model; {available}")
+                raise ValueError(f"{FIELD}: got {label!r}, not in this model; accepted: {available}")
             if item.k_first is None:
                 chosen.update(layer.name for layer in block)
                 continue
@@ -211,13 +213,14 @@ def select_layers(unet_or_names, spec: str = DEFAULT_SPEC, model_name: Optional[
                 if k not in by_k:
                     ks = sorted(by_k)
                     has = f"{label}.{ks[0]}" + (f"-{ks[-1]}" if len(ks) > 1 else "")
-                    raise ValueError(f"SEG layers: '{label}.{k}' is not in this model; its block {label} has "
-                                     f"transformers {has} ({available})")
+                    raise ValueError(f"{FIELD}: got '{label}.{k}', not in this model; accepted: its block {label} "
+                                     f"has transformers {has} ({available})")
                 chosen.add(by_k[k].name)
 
     selected = [layer for layer in layers if layer.name in chosen]
     if not selected:
-        raise ValueError(f"SEG layers: {parse_spec(spec)!r} selects no self-attention layer; {available}")
+        raise ValueError(f"{FIELD}: got {parse_spec(spec)!r}, which selects no self-attention layer; "
+                         f"accepted: {available}")
     return selected
 
 

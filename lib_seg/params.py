@@ -71,7 +71,7 @@ class Param:
             try:
                 return _layers.parse_spec(value)
             except ValueError as exc:
-                raise self.error(value, str(exc).removeprefix("SEG layers: ").split("; accepted")[0]) from None
+                raise self.error(value, str(exc).removeprefix(_layers.FIELD + ": ").split("; accepted")[0]) from None
         number = parse_sigma(value, self) if self.kind == "sigma" else _to_number(self, value)
         if self.kind == "float" and not (self.minimum <= number <= self.maximum):
             raise self.error(value, "out of range")

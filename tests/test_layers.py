@@ -110,10 +110,10 @@ def test_disabled_self_attention_is_not_counted():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("u12", "SEG layers: 'u12' is not in this model; SD1.5 has d0-d5, m0, u0-u8"),
-    ("m1", "'m1' is not in this model; SD1.5 has d0-d5, m0, u0-u8"),
-    ("d4-9", "'d6' is not in this model"),
-    ("d2.1", "'d2.1' is not in this model; its block d2 has transformers d2.0 (SD1.5 has d0-d5, m0, u0-u8)"),
+    ("u12", "SEG layers (layers): got 'u12', not in this model; accepted: SD1.5 has d0-d5, m0, u0-u8"),
+    ("m1", "got 'm1', not in this model; accepted: SD1.5 has d0-d5, m0, u0-u8"),
+    ("d4-9", "got 'd6', not in this model"),
+    ("d2.1", "got 'd2.1', not in this model; accepted: its block d2 has transformers d2.0 (SD1.5 has d0-d5, m0, u0-u8)"),
 ])
 def test_missing_blocks_say_what_the_model_has(sd15, spec, message):
     with pytest.raises(ValueError) as info:
@@ -122,7 +122,7 @@ def test_missing_blocks_say_what_the_model_has(sd15, spec, message):
 
 
 def test_missing_transformer_index_and_unnamed_model(sdxl):
-    with pytest.raises(ValueError, match=r"'d2\.2' is not in this model; its block d2 has transformers d2\.0-1 "
+    with pytest.raises(ValueError, match=r"got 'd2\.2', not in this model; accepted: its block d2 has transformers d2\.0-1 "
                                          r"\(this model has d0-d3, m0, u0-u5\)"):
         select_layers(sdxl, "d2.2-9")
     with pytest.raises(ValueError, match="no self-attention layer"):
@@ -132,7 +132,7 @@ def test_missing_transformer_index_and_unnamed_model(sdxl):
 @pytest.mark.parametrize("spec", ["x1", "d", "d-1", "d1-", "d1.2.3", "d1-u3", "d3-1", "d1.3-2", "m0,,u1",
                                   "middle", "d1;u2", "1", "d1.", "d0.a", 7])
 def test_garbage_is_rejected_with_the_grammar(spec):
-    with pytest.raises(ValueError, match="SEG layers: ") as info:
+    with pytest.raises(ValueError, match=r"SEG layers \(layers\): ") as info:
         parse_spec(spec)
     text = str(info.value)
     assert "accepted: mid, down, up, all" in text or "backwards" in text
