@@ -131,24 +131,19 @@ def denoiser_for(unet, device):
 # ------------------------------------------------------------------------------------------- variants
 
 @contextlib.contextmanager
-def without_infinite_sigma_shortcut():
-    """The engine with sigma = inf computed the long way: every SEG query replaced by the exact spatial mean
-    (blur_queries' inf path, broadcast to all tokens) and one ordinary attention over all rows, instead of one
-    query per SEG row and a broadcast output. Swaps lib_seg.attention.attend_smoothed, which the attention
-    patch looks up at call time; restored on exit."""
-    original = seg_attention.attend_smoothed
-
-    def attend_unshortcut(attend, q, seg, grid, sigma):
-        if seg.stop > seg.start and math.isinf(sigma):
-            smoothed = blur_queries(q[seg], grid, math.inf)
-            return attend(torch.cat([q[:seg.start], smoothed, q[seg.stop:]]), slice(0, q.shape[0]))
-        return original(attend, q, seg, grid, sigma)
-
-    seg_attention.attend_smoothed = attend_unshortcut
+def shortcut_threshold(tokens):
+    """Run with the engine's σ = ∞ shortcut taken from `tokens` tokens on (0: every layer; math.inf: never,
+    i.e. every SEG query replaced by the exact spatial mean and one ordinary attention over all rows)."""
+    threshold = seg_attention.SHORTCUT_MIN_TOKENS
+    seg_attention.SHORTCUT_MIN_TOKENS = tokens
     try:
         yield
     finally:
-        seg_attention.attend_smoothed = original
+        seg_attention.SHORTCUT_MIN_TOKENS = threshold
+
+
+def without_infinite_sigma_shortcut():
+    return shortcut_threshold(math.inf)
 
 
 class Bench:
@@ -231,7 +226,7 @@ def time_variants(bench, keys, runs, warmup, budget=None, run_limits=(3, 10)):
     warm-up round's duration), clamped to run_limits."""
     rounds, outputs = [], {}
     r = 0
-    started = time.perf_counter()
+    started = last_round_start = time.perf_counter()
     while True:
         if r == warmup and runs is None:
             round_s = (time.perf_counter() - last_round_start) if warmup else None
@@ -367,22 +362,11 @@ def blur_cost(bench, probe, selected):
     }
 
 
-@contextlib.contextmanager
-def shortcut_on_every_layer():
-    """The engine takes the shortcut only from SHORTCUT_MIN_TOKENS tokens on; measure it everywhere."""
-    threshold = seg_attention.SHORTCUT_MIN_TOKENS
-    seg_attention.SHORTCUT_MIN_TOKENS = 0
-    try:
-        yield
-    finally:
-        seg_attention.SHORTCUT_MIN_TOKENS = threshold
-
-
 def shortcut_layers(bench, probe, selected, reps=3):
     """Each self-attention layer on its recorded input (3 rows, SEG row 1): the engine's sigma = inf path with
     the single-query shortcut (forced on every layer) vs the same without it; times (medians of interleaved
     reps) and max abs diff. The engine itself uses it from SHORTCUT_MIN_TOKENS tokens on."""
-    with shortcut_on_every_layer():
+    with shortcut_threshold(0):
         return _shortcut_layers(bench, probe, selected, reps)
 
 
