@@ -1,8 +1,8 @@
 """Gradio controls, infotext paste fields, X/Y/Z plot axes and hover hints, all generated from
 ``lib_seg.params.PARAMS``.
 
-Host-neutral: used unchanged by A1111 1.9/1.10 (gradio 3.41) and Forge/reForge (gradio 4). Host modules
-(``modules.ui_components``, the loaded ``xyz_grid`` script) are looked up when needed and are optional.
+Host-neutral: used unchanged by A1111 1.9/1.10 (gradio 3.41) and Forge/reForge (gradio 4). It imports no
+host module: scripts/seg.py hands in what it needs (the InputAccordion class, the loaded scripts' data).
 
 One control per parameter, in table order, so the script's argument list (and the API's positional
 ``args``) is exactly ``PARAMS`` order.
@@ -36,23 +36,15 @@ def _elem_id(script, name):
         return None
 
 
-def _input_accordion():
-    try:
-        from modules.ui_components import InputAccordion
-        return InputAccordion
-    except Exception:  # not in this host (or not in a WebUI at all)
-        return None
-
-
 def build(script=None, is_img2img=False, input_accordion=None):
     """Create the controls inside the current gr.Blocks context. Returns the list of controls in
     PARAMS order and sets ``script.infotext_fields`` / ``script.paste_field_names``.
 
-    The enable state is the header checkbox of A1111's InputAccordion when the host has one, else a
-    checkbox inside a closed gr.Accordion."""
+    input_accordion: the host's InputAccordion class (A1111 1.7+, Forge), whose header checkbox holds the
+    enable state; without one, a checkbox inside a closed gr.Accordion."""
     import gradio as gr
 
-    accordion_cls = _input_accordion() if input_accordion is None else (input_accordion or None)
+    accordion_cls = input_accordion or None
     controls = {}
     enabled = P.PARAM_BY_NAME["enabled"]
 
@@ -193,11 +185,9 @@ def find_xyz_module(scripts_data):
     return None
 
 
-def register_xyz_axes(scripts_data=None):
-    """Add the SEG axes to the X/Y/Z plot (once). Returns the number of axes added."""
-    if scripts_data is None:
-        from modules import scripts
-        scripts_data = scripts.scripts_data
+def register_xyz_axes(scripts_data):
+    """Add the SEG axes to the X/Y/Z plot (once), given the host's ``modules.scripts.scripts_data``.
+    Returns the number of axes added."""
     module = find_xyz_module(scripts_data)
     if module is None or not hasattr(module, "axis_options") or not hasattr(module, "AxisOption"):
         return 0

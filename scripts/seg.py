@@ -22,6 +22,14 @@ def _disabled_by_flag():
     return bool(getattr(getattr(shared, "cmd_opts", None), "seg_disable", False))
 
 
+def _input_accordion():
+    try:
+        from modules.ui_components import InputAccordion
+        return InputAccordion
+    except ImportError:  # a host version without it: ui.build falls back to an accordion + checkbox
+        return None
+
+
 def _refuse(error, target, *methods):
     """Make the generation fail with `error` at the host's next step. Script hooks run inside the
     host's try/except (an error raised there would only be printed), so the refusal is raised from the
@@ -43,7 +51,7 @@ class Script(scripts.Script):
         return False if _disabled_by_flag() else scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        return seg_ui.build(self, is_img2img)
+        return seg_ui.build(self, is_img2img, input_accordion=_input_accordion())
 
     def before_process(self, p, *args):
         get_adapter().stop(p)  # whatever an aborted generation may have left
