@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H
+from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
 
 SEG_ALL4 = [True, 3.0, "4", "all"]
 
@@ -16,18 +17,6 @@ def assert_close(a, b, rel=3e-5):
     assert error <= rel * max(scale, 1.0), f"max difference {error:g} at scale {scale:g}"
 
 
-@pytest.fixture(scope="module")
-def host():
-    H.activate()
-    try:
-        yield H.Host()
-    finally:
-        H.deactivate()
-
-
-@pytest.fixture(scope="module")
-def sd15():
-    return H.sd_model()
 
 
 @pytest.fixture(autouse=True)

@@ -6,21 +6,10 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H
+from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
 from test_a1111_pass import run
 
 
-@pytest.fixture(scope="module")
-def host():
-    H.activate()
-    try:
-        yield H.Host()
-    finally:
-        H.deactivate()
-
-
-@pytest.fixture(scope="module")
-def sd15():
-    return H.sd_model()
 
 
 def generate(host, model, script_args):
