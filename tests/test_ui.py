@@ -71,6 +71,8 @@ def test_entry_script_ui_builds_inside_blocks():
             controls = script.ui(True)
         assert len(controls) == len(P.PARAMS)
         assert all(c.elem_id and c.elem_id.startswith("script_img2img_") for c in controls[1:])
+        from modules.ui_components import InputAccordion
+        assert isinstance(controls[0], InputAccordion)  # the entry script hands the host's class to ui.build
     finally:
         harness.deactivate()
 
