@@ -315,6 +315,26 @@ def test_unknown_layer_is_refused_naming_the_field(flavor):
     assert_clean(sd_model, patcher, p)
 
 
+def test_post_cfg_rescales_in_noise_space():
+    """Guidance rescale is defined on eps; the hosts' post-CFG function sees denoised images, so the
+    term is converted with the step's input and sigma (as on A1111 and in lib_seg.denoiser)."""
+    torch.manual_seed(6)
+    patch = forge_host.SegPatch(on(scale=3.0, rescale=0.7), stand_in_attention)
+    post_cfg = patch._post_cfg()
+    x, denoised, cond, seg = (torch.randn(2, 4, 6, 5) for _ in range(4))
+    sigma = torch.tensor([2.0, 0.5])
+    patch.stash = [(cond, seg)]
+    args = {"denoised": denoised, "cond_denoised": cond, "input": x, "sigma": sigma, "cond": None}
+    out = post_cfg(args)
+    s = sigma.view(-1, 1, 1, 1)
+    guided = denoised + 3.0 * (cond - seg)
+    eps, eps_cond = (x - guided) / s, (x - cond) / s
+    dims = (1, 2, 3)
+    ratio = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)
+    expected = x - (0.7 * eps * ratio + 0.3 * eps) * s
+    torch.testing.assert_close(out, expected)
+
+
 def test_separate_pass_fallback_when_the_call_cannot_be_batched(capsys):
     """A call without transformer_options (no host here sends one, but a foreign wrapper might strip it)
     cannot carry the SEG rows: SEG runs in a second call, announced once."""

@@ -28,7 +28,7 @@ import torch
 from .. import layers as seg_layers
 from ..attention import attend_smoothed
 from ..grid import token_grid
-from ..guidance import rescale, step_is_active, weighted_seg_term
+from ..guidance import rescale_denoised, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
 
@@ -150,7 +150,7 @@ class SegPatch:
                 return run(apply_model, args)
             b = n // len(labels)
             cond_chunks = [i for i, label in enumerate(labels) if label == 0]
-            rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in cond_chunks]).to(x.device)
+            rows = torch.cat([torch.arange(i * b, (i + 1) * b, device=x.device) for i in cond_chunks])
             seg = slice(n, n + len(rows))
             try:
                 c = _extend_c(args["c"], n, rows, seg, labels, cond_chunks, b)
@@ -197,7 +197,9 @@ class SegPatch:
             conds = torch.stack([cond for cond, _ in pairs])
             segs = torch.stack([seg for _, seg in pairs])
             guided = denoised + weighted_seg_term(conds, segs, weights, patch.settings.scale).to(denoised.dtype)
-            return rescale(guided, args["cond_denoised"], patch.settings.rescale)
+            # The hosts combine guidance on denoised images; rescale is defined on the noise prediction.
+            return rescale_denoised(args["input"], args["sigma"], guided, args["cond_denoised"],
+                                    patch.settings.rescale)
 
         return seg_post_cfg_function
 
