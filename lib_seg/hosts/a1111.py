@@ -16,6 +16,8 @@ SEG rows), let a UNet forward pre-hook map each UNet call to its rows by positio
 result in ``on_cfg_after_cfg``. The host works in denoised (x0) space; SEG's term is affine with
 coefficients summing to one, so it holds there exactly.
 """
+import copy
+
 import torch
 
 from .. import guidance
@@ -49,7 +51,6 @@ def repeat_cond(cond, n):
     """`cond` with its first n rows duplicated right after them (tensor or dict of tensors).
     A dict keeps its type (A1111's DictWithShape): a shallow copy with new tensors."""
     if isinstance(cond, dict):
-        import copy
         out = copy.copy(cond)
         for key, value in cond.items():
             out[key] = torch.cat([value[:n], value[:n], value[n:]])
