@@ -12,6 +12,7 @@ from lib_seg.blur import blur_queries
 from lib_seg.grid import token_grid
 from lib_seg.hosts import forge as forge_host
 from lib_seg.params import SegParamError, SegSettings
+from precision import assert_same_arithmetic, float64
 from unets import CONTEXT_DIM, sd15_like, sdxl_like
 
 FLAVORS = ("forge", "reforge")
@@ -19,9 +20,10 @@ _UNETS = {}
 
 
 def unet_for(flavor, arch="sd15"):
-    if (flavor, arch) not in _UNETS:
-        _UNETS[flavor, arch] = KModel(sd15_like(seed=0) if arch == "sd15" else sdxl_like(seed=0), flavor)
-    return _UNETS[flavor, arch]
+    key = flavor, arch, torch.get_default_dtype()  # float64 inside precision.float64()
+    if key not in _UNETS:
+        _UNETS[key] = KModel(sd15_like(seed=0) if arch == "sd15" else sdxl_like(seed=0), flavor)
+    return _UNETS[key]
 
 
 def world(flavor, arch="sd15"):
@@ -169,28 +171,32 @@ def test_batched_seg_equals_separate_passes(flavor, sigma, weights, batch):
     """One denoiser evaluation with the extension == uncond + w(cond - uncond) + s(cond - seg) computed from
     separate UNet passes, including AND prompts (per sub-prompt weights) and batch > 1, at a non-square size."""
     settings = on(scale=2.5, sigma=sigma, layers="m0,u0-u2")
-    cond, uncond = conds(batch, weights)
-    x = torch.randn(batch, 4, 16, 24, generator=torch.Generator().manual_seed(3)) * 3
-    sigma_t = torch.tensor([3.0])
-    got = _one_evaluation(flavor, settings, x, sigma_t.expand(batch), cond, uncond, 6.0)
-    want = _reference(flavor, settings, x, sigma_t, cond, uncond, 6.0)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with float64():  # same arithmetic in two orders (tests/precision.py)
+        cond, uncond = conds(batch, weights)
+        x = torch.randn(batch, 4, 16, 24, generator=torch.Generator().manual_seed(3)) * 3
+        sigma_t = torch.tensor([3.0])
+        got = _one_evaluation(flavor, settings, x, sigma_t.expand(batch), cond, uncond, 6.0)
+        want = _reference(flavor, settings, x, sigma_t, cond, uncond, 6.0)
+        cfg_only = _reference(flavor, on(scale=0.0), x, sigma_t, cond, uncond, 6.0)
+        assert_same_arithmetic(got, want, effect_from=cfg_only)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_low_memory_split_gives_the_same_result(flavor):
     """When memory makes the host evaluate one chunk per call, the SEG rows go with the cond call only."""
     settings = on(scale=2.0, sigma=2.0, layers="mid,up")
-    cond, uncond = conds(2, (0.6, 0.4))
-    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(4)) * 3
-    sigma = torch.tensor([2.0, 2.0])
-    unet = unet_for(flavor).diffusion_model
-    unet._forge_calls = []
-    split = _one_evaluation(flavor, settings, x, sigma, cond, uncond, 5.0, max_chunks=1)
-    assert sorted(unet._forge_calls) == [2, 4, 4]  # uncond alone; each sub-prompt's cond with its SEG copy
-    unet._forge_calls = None
-    whole = _one_evaluation(flavor, settings, x, sigma, cond, uncond, 5.0)
-    torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-4)
+    with float64():  # same arithmetic in two orders (tests/precision.py)
+        cond, uncond = conds(2, (0.6, 0.4))
+        x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(4)) * 3
+        sigma = torch.tensor([2.0, 2.0])
+        unet = unet_for(flavor).diffusion_model
+        unet._forge_calls = []
+        split = _one_evaluation(flavor, settings, x, sigma, cond, uncond, 5.0, max_chunks=1)
+        assert sorted(unet._forge_calls) == [2, 4, 4]  # uncond alone; each sub-prompt's cond with its SEG copy
+        unet._forge_calls = None
+        whole = _one_evaluation(flavor, settings, x, sigma, cond, uncond, 5.0)
+        cfg_only = _one_evaluation(flavor, on(scale=0.0), x, sigma, cond, uncond, 5.0)
+        assert_same_arithmetic(split, whole, effect_from=cfg_only)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -321,8 +327,10 @@ def test_post_cfg_rescales_in_noise_space():
     torch.manual_seed(6)
     patch = forge_host.SegPatch(on(scale=3.0, rescale=0.7), stand_in_attention)
     post_cfg = patch._post_cfg()
-    x, denoised, cond, seg = (torch.randn(2, 4, 6, 5) for _ in range(4))
-    sigma = torch.tensor([2.0, 0.5])
+    # float64: the formula and its restatement reduce (std) in possibly different orders; in float64 that
+    # is ≲ 120·2^-53 relative, far inside torch.testing's float64 defaults (1e-7)
+    x, denoised, cond, seg = (torch.randn(2, 4, 6, 5, dtype=torch.float64) for _ in range(4))
+    sigma = torch.tensor([2.0, 0.5], dtype=torch.float64)
     patch.stash = [(cond, seg)]
     args = {"denoised": denoised, "cond_denoised": cond, "input": x, "sigma": sigma, "cond": None}
     out = post_cfg(args)
@@ -376,15 +384,18 @@ def test_sdxl_like_vector_rows_and_two_transformers_per_block(flavor):
     """SDXL: the pooled vector 'y' is per row and must follow the SEG copies; blocks hold two transformers,
     so patch keys (section, block, 1) are used too."""
     settings = on(scale=2.0, sigma=2.0, layers="m0,u0.1")
-    g = torch.Generator().manual_seed(5)
-    batch, weights = 2, (0.8, 0.6)
-    tensor = {"crossattn": torch.randn(batch * 2, 8, CONTEXT_DIM, generator=g), "vector": torch.randn(batch * 2, 1, generator=g)}
-    cond = (tensor, [[(b * 2 + i, w) for i, w in enumerate(weights)] for b in range(batch)])
-    uncond = {"crossattn": torch.randn(batch, 8, CONTEXT_DIM, generator=g), "vector": torch.randn(batch, 1, generator=g)}
-    x = torch.randn(batch, 4, 16, 24, generator=g) * 3
-    got = _one_evaluation(flavor, settings, x, torch.full((batch,), 3.0), cond, uncond, 4.0, arch="sdxl")
-    want = _reference(flavor, settings, x, torch.tensor([3.0]), cond, uncond, 4.0, arch="sdxl")
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with float64():  # same arithmetic in two orders (tests/precision.py)
+        g = torch.Generator().manual_seed(5)
+        batch, weights = 2, (0.8, 0.6)
+        tensor = {"crossattn": torch.randn(batch * 2, 8, CONTEXT_DIM, generator=g),
+                  "vector": torch.randn(batch * 2, 1, generator=g)}
+        cond = (tensor, [[(b * 2 + i, w) for i, w in enumerate(weights)] for b in range(batch)])
+        uncond = {"crossattn": torch.randn(batch, 8, CONTEXT_DIM, generator=g), "vector": torch.randn(batch, 1, generator=g)}
+        x = torch.randn(batch, 4, 16, 24, generator=g) * 3
+        got = _one_evaluation(flavor, settings, x, torch.full((batch,), 3.0), cond, uncond, 4.0, arch="sdxl")
+        want = _reference(flavor, settings, x, torch.tensor([3.0]), cond, uncond, 4.0, arch="sdxl")
+        cfg_only = _reference(flavor, on(scale=0.0), x, torch.tensor([3.0]), cond, uncond, 4.0, arch="sdxl")
+        assert_same_arithmetic(got, want, effect_from=cfg_only)
 
 
 def test_transformer_options_follow_the_extended_batch():

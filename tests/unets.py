@@ -19,10 +19,12 @@ class _UNet(UNetModel):
         return super().forward(x, timesteps=timesteps, context=context, y=y, **kwargs)
 
 
-def _build(depth, **config):
+def _build(depth, in_channels=4, **config):
     model = _UNet(transformer_depth=depth, context_dim=[CONTEXT_DIM] * depth, use_spatial_transformer=True,
-                  use_checkpoint=False, legacy=False, image_size=32, in_channels=4, out_channels=4, **config)
+                  use_checkpoint=False, legacy=False, image_size=32, in_channels=in_channels, out_channels=4,
+                  **config)
     model._depth = depth
+    model.dtype = torch.get_default_dtype()  # ldm casts its input to this: float64 inside precision.float64()
     # ldm zero-initialises the output conv and every transformer's proj_out (a fresh UNet predicts 0 and its
     # attention has no effect); give those weights values so attention changes show in the output.
     generator = torch.Generator().manual_seed(1234)
@@ -33,10 +35,11 @@ def _build(depth, **config):
     return model.eval()
 
 
-def sd15_like(seed=0, transformer_depth=1):
-    """SD1.5's layout: attention at the first three levels, 2 res blocks per level -> d0-d5, m0, u0-u8."""
+def sd15_like(seed=0, transformer_depth=1, in_channels=4):
+    """SD1.5's layout: attention at the first three levels, 2 res blocks per level -> d0-d5, m0, u0-u8.
+    in_channels 9: an inpainting UNet (latent + mask + masked image), 8: an InstructPix2Pix one."""
     torch.manual_seed(seed)
-    return _build(transformer_depth, model_channels=32, attention_resolutions=[4, 2, 1], num_res_blocks=2,
+    return _build(transformer_depth, in_channels=in_channels, model_channels=32, attention_resolutions=[4, 2, 1], num_res_blocks=2,
                   channel_mult=[1, 2, 4, 4], num_heads=4)
 
 

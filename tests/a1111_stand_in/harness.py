@@ -137,18 +137,7 @@ def sd_model(kind="sd15", seed=0, conditioning_key="crossattn", cond_stage_key="
     if kind == "sdxl":
         return SDModel(unets.sdxl_like(seed), is_sdxl=True)
     if conditioning_key == "hybrid":
-        torch.manual_seed(seed)
-        unet = unets._UNet(transformer_depth=1, context_dim=[CONTEXT_DIM], use_spatial_transformer=True,
-                           use_checkpoint=False, legacy=False, image_size=32,
-                           in_channels=8 if cond_stage_key == "edit" else 9, out_channels=4,
-                           model_channels=32, attention_resolutions=[4, 2, 1], num_res_blocks=2,
-                           channel_mult=[1, 2, 4, 4], num_heads=4).eval()
-        unet._depth = 1
-        generator = torch.Generator().manual_seed(1234)  # as tests/unets.py: zero-initialised weights get values
-        with torch.no_grad():
-            for parameter in unet.parameters():
-                if not parameter.any():
-                    parameter.normal_(0.0, 0.05, generator=generator)
+        unet = unets.sd15_like(seed, in_channels=8 if cond_stage_key == "edit" else 9)
         return SDModel(unet, conditioning_key="hybrid", cond_stage_key=cond_stage_key)
     return SDModel(unets.sd15_like(seed), cond_stage_key=cond_stage_key)
 

@@ -20,7 +20,7 @@ class SDModel(torch.nn.Module):
         self.is_sd1 = not is_sdxl
         self.parameterization = "eps"
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float())
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).to(torch.get_default_dtype()))
         self.cond_stage_model_empty_prompt = torch.zeros(1, 77, context_dim)
 
     def apply_model(self, x, t, cond):

@@ -108,7 +108,8 @@ class KModel(torch.nn.Module):
         self.diffusion_model = install_forge_glue(unet, flavor) if hasattr(unet, "input_blocks") else unet
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-        self.schedule = external.DiscreteSchedule(((1 - alphas_cumprod) / alphas_cumprod).sqrt().float(), quantize=False)
+        self.schedule = external.DiscreteSchedule(((1 - alphas_cumprod) / alphas_cumprod).sqrt().to(torch.get_default_dtype()),
+                                                 quantize=False)
         self.unet_calls = []  # rows of every UNet call
 
     def apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
