@@ -19,10 +19,19 @@ def test_benchmark_runs_end_to_end_on_a_tiny_unet(tmp_path, capsys):
     assert r["variants"]["cfg"]["ratio_to_cfg"] == 1.0
     assert set(r["criterion"]) >= {"batched_over_cfg", "unet_3_over_2", "within_limit", "batched_over_separate"}
     assert 0 < r["blur"]["fraction_selected_sigma4"] < 1
-    # the sigma = inf shortcut against the unshortcut computation: whole step and every layer alone
-    assert r["shortcut"]["step_max_abs_diff"] < 1e-4
-    assert r["shortcut"]["layers"]["max_abs_diff"] < 1e-4
-    assert r["shortcut"]["seg_effect_max_abs"] > 1e-3  # SEG changes the output, so the comparison means something
+    # The sigma = inf shortcut against the unshortcut computation (float32). Whole step: `mid` has 4 tokens
+    # at this latent, below SHORTCUT_MIN_TOKENS, so both variants run the same code: bit-identical on any
+    # kernel; SEG's own effect on that output (~1.6e-2) is far above float32 round-off (~1e-7 here).
+    assert r["shortcut"]["step_max_abs_diff"] == 0.0
+    assert r["shortcut"]["seg_effect_max_abs"] > 1e-3
+    # Every layer alone, shortcut forced: one query instead of N equal ones changes only how the GEMMs
+    # block their sums. A sum of k products carries at most ~k units of round-off (γ_k = k·u); a layer sums
+    # over its channels (logits, output projection) and its tokens (weights · values), so its output may
+    # differ by 2·(tokens + channels)·u of its scale (≤ 3.4e-5 relative here); seen: ≤ 5e-7 on every kernel.
+    u = 2.0 ** -24  # float32 unit round-off
+    for name, layer in r["shortcut"]["layers"]["per_layer"].items():
+        bound = 2 * (layer["tokens"] + layer["channels"]) * u * layer["max_abs_out"]
+        assert layer["max_abs_diff"] <= bound, (name, layer["max_abs_diff"], bound)
     assert r["selected_layers"] == ["middle_block.1.transformer_blocks.0.attn1"]
     rows = data["checks"]["rows"]
     assert rows["disabled"]["rows_per_call"] == [2, 2, 2, 2]
