@@ -6,4 +6,4 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r tests/requirements-nodeps.txt
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest "$@"
