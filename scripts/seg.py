@@ -14,6 +14,7 @@ from modules import script_callbacks, scripts, shared  # noqa: E402
 
 from lib_seg import params as seg_params, ui as seg_ui  # noqa: E402
 from lib_seg.hosts import get_adapter  # noqa: E402
+from lib_seg.hosts.refusal import refusal  # noqa: E402
 
 SETTINGS_ATTR = "seg_settings"
 
@@ -34,8 +35,10 @@ def _refuse(error, target, *methods):
     """Make the generation fail with `error` at the host's next step. Script hooks run inside the
     host's try/except (an error raised there would only be printed), so the refusal is raised from the
     processing step that follows them: ``p.setup_prompts`` for bad arguments, the sampler's entry points
-    for a layer spec the loaded model lacks (known only once the model is). The API returns the message
-    to the client, the UI shows it; both objects are per generation, nothing outlives it."""
+    for a layer spec the loaded model lacks (known only once the model is). The API answers 422 with the
+    message (lib_seg/hosts/refusal.py), the UI shows it; both objects are per generation, nothing outlives it."""
+    error = refusal(error)
+
     def refuse(*args, **kwargs):
         raise error
     for method in methods:

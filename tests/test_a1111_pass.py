@@ -367,6 +367,8 @@ def test_bad_layers_refuse_the_generation_and_unsupported_model_is_skipped(host,
         run(host, sd15, [True, 3.0, "inf", "u12"])
     message = str(refused.value)
     assert "SEG layers" in message and "'u12'" in message and "u0-u8" in message
+    from modules import api
+    assert api.handle_exception(refused.value)[0] == 422  # invalid input, not a server fault
     assert (H.hook_census(sd15), H.callback_census()) == census and not hooks._LIVE
     again, calls, _ = run(host, sd15, [False])
     assert torch.equal(again, plain) and calls == [2] * 4

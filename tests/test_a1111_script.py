@@ -58,15 +58,21 @@ def test_api_positional_and_named_args_give_the_same_image(host, sd15):
     ([{"enabled": True, "start": 0.8, "end": 0.2}], ["start", "end"]),
     ([{"enabld": True}], ["enabld", "accepted names"]),
 ])
-def test_api_invalid_values_are_refused_and_change_nothing(host, sd15, args, words):
+def test_api_invalid_values_are_refused_and_change_nothing(host, sd15, args, words, capsys):
     from lib_seg import hooks, params
+    from modules import api
     census = H.hook_census(sd15), H.callback_census()
     clean, _, _ = generate(host, sd15, host.api_args({host.ui.API_NAME: {"args": [True]}}))
     bad = host.api_args({host.ui.API_NAME: {"args": args}})
+    capsys.readouterr()
     with pytest.raises(params.SegParamError) as refused:
         generate(host, sd15, bad)
     for word in words:
         assert word in str(refused.value)
+    # the API answers 422 (invalid input) with the message and prints no traceback: one console line in all
+    status, body = api.handle_exception(refused.value)
+    assert status == 422 and body["detail"] == str(refused.value) == body["errors"]
+    assert capsys.readouterr().out == f"[SEG] refused: {refused.value}\n"
     assert (H.hook_census(sd15), H.callback_census()) == census and not hooks._LIVE
     again, _, _ = generate(host, sd15, host.api_args({host.ui.API_NAME: {"args": [True]}}))
     assert torch.equal(clean.samples, again.samples)   # the server stays usable, nothing leaked

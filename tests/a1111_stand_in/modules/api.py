@@ -1,11 +1,21 @@
 """Follows modules/api/api.py of A1111 1.10.1: how alwayson_scripts args reach a script."""
 
 
-class HTTPException(Exception):
-    def __init__(self, status_code, detail):
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
+import traceback
+
+from fastapi.exceptions import HTTPException
+
+
+def handle_exception(e):
+    """How the API answers an exception raised while serving a request: the status is the exception's own
+    ``status_code`` attribute (500 without one); the body carries its class, ``detail`` and text; a
+    traceback is printed to the console unless it is a FastAPI HTTPException. Returns (status, body)."""
+    body = {"error": type(e).__name__, "detail": vars(e).get("detail", ""), "body": vars(e).get("body", ""),
+            "errors": str(e)}
+    if not isinstance(e, HTTPException):
+        print(f"API error: {body}")
+        traceback.print_exception(e)
+    return vars(e).get("status_code", 500), body
 
 
 def init_script_args(alwayson_scripts, default_script_args, script_runner):
