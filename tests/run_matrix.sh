@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for capability in default avx2 avx512; do
   for threads in 1 2; do
-    echo "=== ATEN_CPU_CAPABILITY=$capability SEG_TEST_THREADS=$threads"
-    ATEN_CPU_CAPABILITY=$capability SEG_TEST_THREADS=$threads bash tests/run.sh -q -p no:randomly "$@" | tail -n 3
+    ATEN_CPU_CAPABILITY=$capability SEG_TEST_THREADS=$threads bash tests/run.sh "$@"
   done
 done
