@@ -256,12 +256,15 @@ def compare(a, b):
     return {"identical": False, "mean_abs": mean_abs, "changed": changed}
 
 
-def describe_difference(stats):
+def describe_difference(stats, identical="bit-identical"):
     if stats.get("mean_abs") is None:
         return f"sizes differ: {stats['size_a']} vs {stats['size_b']}"
     if stats["identical"]:
-        return "bit-identical"
+        return identical
     return f"mean |Δ| {stats['mean_abs']:.2f} grey levels, {100 * stats['changed']:.1f} % of pixels changed"
+
+
+NO_EFFECT = "bit-identical with and without SEG: SEG had no effect"
 
 
 def changes(stats):
@@ -545,7 +548,7 @@ class SelfCheck:
         stats = compare(base.images[0], seg.images[0])
         keys = "SEG keys in infotext" if "SEG scale:" in seg.infotext() else "NO SEG keys in infotext"
         status = "PASS" if changes(stats) else "FAIL"
-        return status, f"{describe_difference(stats)}; {keys}", {"difference": stats}
+        return status, f"{describe_difference(stats, NO_EFFECT)}; {keys}", {"difference": stats}
 
     def check_infotext(self):
         seg = self.seg()
@@ -600,7 +603,7 @@ class SelfCheck:
         pairs = list(zip(off.images[-count:], on.images[-count:]))
         stats = [compare(a, b) for a, b in pairs]
         sizes = {p.size for p in on.images[-count:] + off.images[-count:]}
-        detail = "; ".join(describe_difference(s) for s in stats)
+        detail = "; ".join(describe_difference(s, NO_EFFECT) for s in stats)
         ok = all(changes(s) for s in stats)
         if expect_size is not None:
             if sizes != {expect_size}:
@@ -639,7 +642,7 @@ class SelfCheck:
         off = self.generate("img2img, no SEG", self.payload(**changes_), "/sdapi/v1/img2img")
         on = self.generate("img2img, SEG", self.payload(SEG_ON, **changes_), "/sdapi/v1/img2img")
         stats = compare(off.images[-1], on.images[-1])
-        return ("PASS" if changes(stats) else "FAIL"), describe_difference(stats), {"difference": stats}
+        return ("PASS" if changes(stats) else "FAIL"), describe_difference(stats, NO_EFFECT), {"difference": stats}
 
     def xyz_info(self):
         for entry in self.script_info or []:
