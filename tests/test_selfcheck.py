@@ -275,3 +275,10 @@ def test_it_runs_as_a_file_and_as_a_module_without_torch_or_gradio():
     code = ("import sys, lib_seg.selfcheck; "
             "assert not {'torch', 'gradio', 'modules'} & set(sys.modules), sorted(sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_the_readme_explains_every_line():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme.split("## Self-check against your WebUI", 1)[1].split("\n## ", 1)[0]
+    for name, _ in selfcheck.SelfCheck.CHECKS:
+        assert f"| {name} |" in section, name
