@@ -56,6 +56,9 @@ CFG = 5.0
 SAMPLER = "Euler"         # deterministic (no ancestral noise), present in every host
 SEG_ON = [True, 3, "inf", "mid", 0, 1, 0]   # positional, in SEG_ARG_NAMES order
 SEG_ON_NAMED = [dict(zip(SEG_ARG_NAMES, SEG_ON))]
+# Runs "without SEG" say so explicitly: a user's ui-config.json may have changed the UI default (which is what
+# the API uses for arguments a request leaves out).
+SEG_OFF = [False]
 SEG_BAD_SIGMA = [True, 3, -1, "mid"]
 LAYER_PROBE = "m0.99"     # a transformer no model has: the refusal lists the model's layout
 XYZ_SIGMAS = ["1", "inf"]
@@ -63,6 +66,10 @@ XYZ_SIGMAS = ["1", "inf"]
 
 class Unreachable(Exception):
     """The server does not answer (connection refused, timeout, DNS)."""
+
+
+class Stop(Exception):
+    """The checks cannot run against this server (API off, not a WebUI, unknown checkpoint)."""
 
 
 class RequestFailed(Exception):
@@ -367,13 +374,12 @@ class SelfCheck:
             self.record["host"]["version"] = info["version"]
         return Generation(images, b64, info if isinstance(info, dict) else {})
 
-    def payload(self, seg=None, **changes_):
+    def payload(self, seg=SEG_OFF, **changes_):
         body = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "seed": SEED, "subseed": -1,
                 "subseed_strength": 0, "steps": self.steps, "cfg_scale": CFG, "width": self.size,
                 "height": self.size, "sampler_name": SAMPLER, "batch_size": 1, "n_iter": 1,
                 "send_images": True, "save_images": False}
-        if seg is not None:
-            body["alwayson_scripts"] = {SEG_API_NAME: {"args": seg}}
+        body["alwayson_scripts"] = {SEG_API_NAME: {"args": seg}}
         body.update(changes_)
         return body
 
@@ -403,13 +409,14 @@ class SelfCheck:
     # ------------------------------------------------------------ header
 
     def probe(self):
-        """Host, checkpoint and model layout. Raises Unreachable, or SystemExit(2) for a server that is
-        not a WebUI API."""
+        """Host, checkpoint and model layout. Raises Unreachable or Stop."""
         reply = self.get("options", "/sdapi/v1/options")
         if reply.status == 404:
-            raise Unreachable(f"{self.api.url}/sdapi/v1/options answers 404: start the WebUI with --api")
+            raise Stop(f"{self.api.url}/sdapi/v1/options answers 404: start the WebUI with --api "
+                       "(in COMMANDLINE_ARGS)")
         if reply.status != 200 or not isinstance(reply.json, dict):
-            raise Unreachable(f"{self.api.url}/sdapi/v1/options: HTTP {reply.status}: {reply.message()}")
+            raise Stop(f"{self.api.url}/sdapi/v1/options: HTTP {reply.status}: {reply.message()} "
+                       "(is this a WebUI started with --api?)")
         options = reply.json
         models = self.get("sd-models", "/sdapi/v1/sd-models")
         model_list = models.json if models.status == 200 and isinstance(models.json, list) else []
@@ -442,20 +449,17 @@ class SelfCheck:
                 reply = self.api.post("/sdapi/v1/options", {"sd_model_checkpoint": item.get("title")})
                 self._log("switch checkpoint", "POST", "/sdapi/v1/options", {}, reply)
                 if reply.status != 200:
-                    raise Unreachable(f"switching to checkpoint {wanted!r}: HTTP {reply.status}: {reply.message()}")
+                    raise Stop(f"switching to checkpoint {wanted!r}: HTTP {reply.status}: {reply.message()}")
                 self.record["model"]["switched_to"] = item.get("title")
                 return
         titles = ", ".join(str(item.get("title")) for item in model_list) or "none listed"
-        raise BadOption(f"--checkpoint {wanted!r} is not among the WebUI's checkpoints: {titles}")
+        raise Stop(f"--checkpoint {wanted!r} is not among the WebUI's checkpoints: {titles}")
 
     def probe_layout(self):
         """The UNet layout, read from the extension's refusal of a layer this model lacks (it names the
         blocks the loaded model has), and what it means."""
         payload = self.payload([True, 3, "inf", LAYER_PROBE], steps=1)
-        try:
-            reply = self.api.post("/sdapi/v1/txt2img", payload)
-        except Unreachable:
-            raise
+        reply = self.api.post("/sdapi/v1/txt2img", payload)
         self._log("layout probe", "POST", "/sdapi/v1/txt2img", payload, reply)
         if reply.status == 200:
             return {"layout": None, "family": "unknown (the extension ran a layer spec no UNet has: SEG skipped "
@@ -690,10 +694,6 @@ class SelfCheck:
         return "FAIL", f"differs from the first image without SEG: {describe_difference(stats)}", {"difference": stats}
 
 
-class BadOption(Exception):
-    pass
-
-
 # The UNet layouts the extension reports (lib_seg.layers: blocks with self-attention; transformers in m0).
 FAMILIES = {
     ("d0-d5, m0, u0-u8", "m0.0"): "SD1.x/SD2.x",
@@ -794,7 +794,7 @@ def main(argv=None):
         print(f"SEG self-check: cannot reach the WebUI: {error}\n"
               f"Is it running, with --api, at {args.url}?", file=sys.stderr)
         status = 2
-    except BadOption as error:
+    except Stop as error:
         check.record["error"] = str(error)
         print(f"SEG self-check: {error}", file=sys.stderr)
         status = 2
