@@ -401,9 +401,9 @@ class SelfCheck:
     def seg(self):
         return self.cached("seg", "SEG positional", self.payload(SEG_ON))
 
-    def pair(self, label, **changes_):
-        off = self.generate(f"{label}, no SEG", self.payload(**changes_))
-        on = self.generate(f"{label}, SEG", self.payload(SEG_ON, **changes_))
+    def pair(self, label, path="/sdapi/v1/txt2img", **changes_):
+        off = self.generate(f"{label}, no SEG", self.payload(**changes_), path)
+        on = self.generate(f"{label}, SEG", self.payload(SEG_ON, **changes_), path)
         return off, on
 
     # ------------------------------------------------------------ header
@@ -599,8 +599,10 @@ class SelfCheck:
             detail = "; ".join(problems) + " -- " + detail
         return ("PASS" if ok else "FAIL"), detail, data
 
-    def _pair_check(self, label, expect_size=None, count=1, **changes_):
-        off, on = self.pair(label, **changes_)
+    def _pair_check(self, label, expect_size=None, count=1, path="/sdapi/v1/txt2img", **changes_):
+        """The same request without and with SEG: SEG must change every image (of the expected size) and
+        be named in the SEG image's infotext."""
+        off, on = self.pair(label, path, **changes_)
         if len(on.images) < count or len(off.images) < count:
             return "FAIL", f"expected {count} image(s), got {len(off.images)} without SEG, {len(on.images)} with", {}
         # the last `count` images: a host may put a grid first
@@ -641,12 +643,8 @@ class SelfCheck:
                                 denoising_strength=0.6, hr_additional_modules=["Use same choices"])
 
     def check_img2img(self):
-        base = self.base()
-        changes_ = dict(init_images=[_plain_b64(base.b64[0])], denoising_strength=0.6)
-        off = self.generate("img2img, no SEG", self.payload(**changes_), "/sdapi/v1/img2img")
-        on = self.generate("img2img, SEG", self.payload(SEG_ON, **changes_), "/sdapi/v1/img2img")
-        stats = compare(off.images[-1], on.images[-1])
-        return ("PASS" if changes(stats) else "FAIL"), describe_difference(stats, NO_EFFECT), {"difference": stats}
+        init = _plain_b64(self.base().b64[0])
+        return self._pair_check("img2img", path="/sdapi/v1/img2img", init_images=[init], denoising_strength=0.6)
 
     def xyz_info(self):
         for entry in self.script_info or []:
@@ -668,22 +666,25 @@ class SelfCheck:
             return "FAIL", f"expected a grid and {n} cells, got {len(grid.images)} image(s)", {}
         cells = grid.images[-n:]
         texts = (grid.info.get("infotexts") or [])[-n:]
-        seg = self.seg()
         problems = []
-        same = compare(seg.images[0], cells[XYZ_SIGMAS.index("inf")])
+        # σ=inf with the other settings at their defaults is exactly the SEG image's request
+        same = compare(self.seg().images[0], cells[XYZ_SIGMAS.index("inf")])
         if not same["identical"]:
             problems.append(f"σ=inf cell vs the SEG image: {describe_difference(same)}")
+        one = compare(self.base().images[0], cells[0])
+        if not changes(one):
+            problems.append(f"σ=1 cell vs no SEG: {describe_difference(one, NO_EFFECT)}")
+        # σ=1 and σ=inf must differ, if only slightly: on a small token grid σ=1 is already close to the mean
         between = compare(cells[0], cells[1])
-        if not changes(between):
-            problems.append(f"σ=1 vs σ=inf: {describe_difference(between)}")
+        if between["identical"]:
+            problems.append("σ=1 and σ=inf cells are bit-identical: the axis value was not used")
         for sigma, text in zip(XYZ_SIGMAS, texts):
             if f"SEG sigma: {sigma}" not in text:
                 problems.append(f"cell σ={sigma} infotext lacks 'SEG sigma: {sigma}'")
-        data = {"xyz_args": script_args, "difference": between}
+        data = {"xyz_args": script_args, "difference": between, "difference_sigma1_vs_no_seg": one}
         if problems:
             return "FAIL", "; ".join(problems), data
-        return ("PASS", f"{n} cells; σ=inf cell bit-identical to the SEG image; σ=1 vs σ=inf: "
-                        f"{describe_difference(between)}", data)
+        return ("PASS", f"σ=inf cell = the SEG image; σ=1 vs σ=inf: {describe_difference(between)}", data)
 
     def check_after(self):
         base = self.base()

@@ -65,6 +65,8 @@ class FakeConfig:
     leak: bool = False             # after a SEG run, SEG stays on for later runs (hooks outlive a generation)
     infotext_restores_seg: bool = True
     named_args: bool = True        # False: the named-object form is read as "disabled"
+    xyz_axis_used: bool = True     # False: SEG X/Y/Z axes enable SEG but their values are dropped
+    hires_keeps_seg: bool = True   # False: hires-fix images come out as without SEG
     model: str = MODELS[0]["title"]
     requests: list = field(default_factory=list)
     leaked: bool = False
@@ -299,7 +301,7 @@ class FakeWebUI:
                    "sampler": fields["sampler_name"], "prompt": fields["prompt"], "hr": fields["enable_hr"],
                    "init": init, "denoise": fields["denoising_strength"] if init or fields["enable_hr"] else None,
                    "model": cfg.model}
-            if seg is not None and not cfg.seg_ignored:
+            if seg is not None and not cfg.seg_ignored and (cfg.hires_keeps_seg or not fields["enable_hr"]):
                 key["seg"] = seg
             elif cfg.leaked:
                 key["leak"] = True
@@ -341,7 +343,7 @@ class FakeWebUI:
         base = seg_settings(seg_args)
         cells, texts = [], []
         for value in values:
-            overridden = dict(base, **{name: value})
+            overridden = dict(base, **({name: value} if self.config.xyz_axis_used else {}))
             overridden.setdefault("enabled", True)
             if name != "enabled":
                 overridden["enabled"] = True

@@ -82,6 +82,8 @@ def test_an_unknown_checkpoint_stops_before_any_check(capsys):
     (dict(leak=True), "no SEG after SEG runs: bit-identical", "differs from the first image without SEG"),
     (dict(infotext_restores_seg=False), "infotext reproduces the SEG image", "SEG was not restored"),
     (dict(named_args=False), "positional and named args agree", "% of pixels changed"),
+    (dict(xyz_axis_used=False), "X/Y/Z sweep over SEG sigma", "the axis value was not used"),
+    (dict(hires_keeps_seg=False), "hires fix", "SEG had no effect"),
 ])
 def test_each_fault_fails_its_line(capsys, fault, line, expected):
     status, record, _, _ = run(FakeConfig(**fault), capsys=capsys)
