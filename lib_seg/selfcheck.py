@@ -523,6 +523,7 @@ class SelfCheck:
         return 1 if counts["FAIL"] else 0
 
     def emit(self, line):
+        self.record.setdefault("table", []).append(line)
         if self.out is not None:
             print(line, file=self.out, flush=True)
 
