@@ -1,0 +1,429 @@
+"""A small fake WebUI HTTP API for tests/test_selfcheck.py (standard library only).
+
+Request and response shapes are restated, in our own words, from AUTOMATIC1111 stable-diffusion-webui 1.10.1
+(commit 82a973c04367123ae98bd9abdf80d9eda9b910e2):
+- modules/api/api.py: routes /sdapi/v1/{options, sd-models, scripts, script-info, txt2img, img2img};
+  ``handle_exception`` answers {"error", "detail", "body", "errors"} with the exception's ``status_code``
+  (500 when it has none); ``init_script_args`` copies ``alwayson_scripts[name]["args"]`` positionally over the
+  script's UI defaults (as many as the script has); ``apply_infotext`` fills the request fields that were not
+  set from the parsed infotext, and script args through the scripts' paste functions (alwayson args still win);
+  ``script_name``/``script_args`` run a selectable script (here only X/Y/Z).
+- modules/api/models.py: TextToImageResponse {images: [base64 PNG], parameters, info: JSON text of
+  Processed.js() with "infotexts", "version", ...}; ScriptsList {txt2img, img2img}; ScriptInfo {name,
+  is_alwayson, is_img2img, args: [{label, value, minimum, maximum, step, choices}]}; unknown request fields are
+  ignored.
+- scripts/xyz_grid.py: run(p, x_type, x_values, x_values_dropdown, y_type, ..., draw_legend,
+  include_lone_images, include_sub_grids, no_fixed_seeds, vary_seeds_x/y/z, margin_size, csv_mode) with
+  ``*_type`` an index into the axis list; axes with choices read the dropdown list unless csv_mode; a failed
+  cell becomes a black image; the answer is [grid] + cells when include_lone_images.
+reForge (Panchovix/stable-diffusion-webui-reForge 3b56b268, scripts/xyz_grid.py) adds draw_individual_labels,
+skip_grid and items_per_grid after draw_legend (21 args). Forge (lllyasviel/stable-diffusion-webui-forge
+dfdcbab6) as observed in /work/shared/HOSTS.md: an ``infotext`` request needs ``styles`` and a hires request
+needs ``hr_additional_modules``, else the request fails.
+
+The "images" are not diffusion: pixels are a hash stream of everything that decides the picture (seed, size,
+steps, CFG, sampler, SEG settings when SEG is active, hires, init image), so equal requests give equal pixels
+and any SEG setting that takes effect changes them. ``FakeConfig`` switches on the faults tests look for.
+"""
+import base64
+import hashlib
+import json
+import math
+import re
+import struct
+import threading
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SEG_TITLE = "Smoothed Energy Guidance (SEG)"
+SEG_NAMES = ("enabled", "scale", "sigma", "layers", "start", "end", "rescale")
+SEG_DEFAULTS = (False, 3.0, "inf", "mid", 0.0, 1.0, 0.0)
+SEG_LABELS = (SEG_TITLE, "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale")
+
+AXES = ["Nothing", "Seed", "Var. seed", "Var. strength", "Steps", "Hires steps", "CFG Scale", "Prompt S/R",
+        "Sampler", "Checkpoint name", "Size", "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end",
+        "SEG rescale", "SEG enabled"]
+AXIS_CHOICES = {"SEG sigma": ["inf", "1", "2", "4", "8", "16", "64", "256"],
+                "SEG layers": ["mid", "down", "up", "all"], "SEG enabled": ["True", "False"],
+                "Sampler": ["Euler", "Euler a"], "Checkpoint name": []}
+
+LAYOUTS = {"sd15": ("d0-d5, m0, u0-u8", "m0.0"), "sdxl": ("d0-d3, m0, u0-u5", "m0.0-9")}
+MODELS = [{"title": "fake15.safetensors [0123456789]", "model_name": "fake15", "hash": "0123456789",
+           "sha256": None, "filename": "/models/fake15.safetensors", "config": None, "layout": "sd15"},
+          {"title": "fakexl.safetensors [abcdef0123]", "model_name": "fakexl", "hash": "abcdef0123",
+           "sha256": None, "filename": "/models/fakexl.safetensors", "config": None, "layout": "sdxl"}]
+
+
+@dataclass
+class FakeConfig:
+    host: str = "a1111"            # "a1111" | "forge" | "reforge"
+    api: bool = True               # False: /sdapi answers 404 (WebUI started without --api)
+    seg_installed: bool = True
+    seg_ignored: bool = False      # SEG args parsed but never change the image
+    refusal_status: int = 422      # status of a refused SEG value; 200 = bad values silently accepted
+    leak: bool = False             # after a SEG run, SEG stays on for later runs (hooks outlive a generation)
+    infotext_restores_seg: bool = True
+    named_args: bool = True        # False: the named-object form is read as "disabled"
+    xyz_axis_used: bool = True     # False: SEG X/Y/Z axes enable SEG but their values are dropped
+    hires_keeps_seg: bool = True   # False: hires-fix images come out as without SEG
+    model: str = MODELS[0]["title"]
+    requests: list = field(default_factory=list)
+    leaked: bool = False
+
+
+class HttpError(Exception):
+    def __init__(self, status, message, kind="HTTPException"):
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+# ---------------------------------------------------------------- pixels
+
+def pixels(key, width, height):
+    """A deterministic RGB image for ``key``: a SHA-256 stream, smooth enough to look like a picture."""
+    seed = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).digest()
+    coarse = bytearray()
+    counter = 0
+    while len(coarse) < 16 * 16 * 3:
+        coarse += hashlib.sha256(seed + struct.pack(">I", counter)).digest()
+        counter += 1
+    out = bytearray(width * height * 3)
+    for y in range(height):
+        for x in range(width):
+            c = ((y * 16 // height) * 16 + x * 16 // width) * 3
+            out[(y * width + x) * 3:(y * width + x) * 3 + 3] = coarse[c:c + 3]
+    return bytes(out)
+
+
+def png(width, height, rgb, text=None):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    stride = width * 3
+    raw = b"".join(b"\x00" + rgb[y * stride:(y + 1) * stride] for y in range(height))
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    if text:  # A1111 writes the infotext as a "parameters" text chunk: the file bytes differ, pixels don't
+        body += chunk(b"tEXt", b"parameters\x00" + text.encode("latin-1", "replace"))
+    return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+# ---------------------------------------------------------------- SEG, as the extension reads its args
+
+def seg_settings(args):
+    """{name: value} from the script's args slice; raises HttpError naming the field (like SegParamError)."""
+    if args and isinstance(args[0], dict):
+        values = dict(zip(SEG_NAMES, SEG_DEFAULTS))
+        values.update(args[0])
+    else:
+        values = dict(zip(SEG_NAMES, list(args) + list(SEG_DEFAULTS[len(args):])))
+    sigma = values["sigma"]
+    if isinstance(sigma, str) and sigma.strip().lower() == "inf":
+        sigma = math.inf
+    else:
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            sigma = float("nan")
+        if not sigma > 0:
+            raise HttpError(0, f"SEG sigma (sigma): got {values['sigma']} (must be > 0); accepted: a number > 0, "
+                               "or inf", "SegParamError")
+    values["sigma"] = "inf" if sigma == math.inf else "%g" % sigma
+    for name in ("scale", "start", "end", "rescale"):
+        values[name] = float(values[name])
+    values["enabled"] = values["enabled"] in (True, "true", "True", 1)
+    return values
+
+
+def check_layers(spec, layout):
+    blocks, middle = LAYOUTS[layout]
+    if spec in ("mid", "down", "up", "all"):
+        return
+    if re.fullmatch(r"m0\.(\d+)", spec):
+        k = int(spec.split(".")[1])
+        top = int(middle.split("-")[-1].split(".")[-1])
+        if k <= top:
+            return
+        raise HttpError(0, f"SEG layers (layers): got '{spec}', not in this model; accepted: its block m0 has "
+                           f"transformers {middle} (this model has {blocks})", "SegParamError")
+    raise HttpError(0, f"SEG layers (layers): got {spec!r}, not in this model; accepted: this model has {blocks}",
+                    "SegParamError")
+
+
+def seg_infotext(values):
+    return {"SEG scale": "%g" % values["scale"], "SEG sigma": values["sigma"], "SEG layers": values["layers"]}
+
+
+def parse_infotext(text):
+    """Prompt, negative prompt and the "Key: value" pairs of the last line (values without commas here)."""
+    lines = text.strip().split("\n")
+    params = dict(p.split(": ", 1) for p in lines[-1].split(", ") if ": " in p)
+    params["Prompt"] = lines[0]
+    for line in lines[1:-1]:
+        if line.startswith("Negative prompt: "):
+            params["Negative prompt"] = line[len("Negative prompt: "):]
+    return params
+
+
+# ---------------------------------------------------------------- the server
+
+class FakeWebUI:
+    def __init__(self, config=None):
+        self.config = config or FakeConfig()
+        handler = type("Handler", (_Handler,), {"webui": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ---- reference data
+
+    @property
+    def model(self):
+        return next(m for m in MODELS if m["title"] == self.config.model)
+
+    def options(self):
+        out = {"sd_model_checkpoint": self.config.model, "samples_format": "png", "return_grid": True,
+               "CLIP_stop_at_last_layers": 1}
+        if self.config.host == "forge":
+            out.update(forge_preset="sd", forge_additional_modules=[])
+        if self.config.host == "reforge":
+            out.update(reforge_karras_rho=7.0, forge_try_reproduce="None")
+        return out
+
+    def xyz_labels(self):
+        head = ["X type", "X values", "X values", "Y type", "Y values", "Y values", "Z type", "Z values", "Z values",
+                "Draw legend"]
+        if self.config.host == "reforge":
+            head += ["Draw individual labels", "Skip final grid generation",
+                     "Items per grid (0 = default), for sequential grid generation."]
+        return head + ["Include Sub Images", "Include Sub Grids", "Keep -1 for seeds", "Vary seeds for X",
+                       "Vary seeds for Y", "Vary seeds for Z", "Grid margins (px)",
+                       "Use text inputs instead of dropdowns"]
+
+    def script_info(self):
+        out = []
+        for img2img in (False, True):
+            if self.config.seg_installed:
+                args = [{"label": label, "value": value} for label, value in zip(SEG_LABELS, SEG_DEFAULTS)]
+                out.append({"name": SEG_TITLE.lower(), "is_alwayson": True, "is_img2img": img2img, "args": args})
+            args = []
+            for label in self.xyz_labels():
+                arg = {"label": label, "value": False}
+                if label.endswith("type"):  # gradio 3 Dropdown(type="index") shows the label as its value
+                    arg.update(value="Seed" if label == "X type" else "Nothing", choices=list(AXES))
+                elif label.endswith("values"):
+                    arg["value"] = ""
+                elif label.startswith(("Grid margins", "Items per grid")):
+                    arg["value"] = 0
+                args.append(arg)
+            out.append({"name": "x/y/z plot", "is_alwayson": False, "is_img2img": img2img, "args": args})
+        return out
+
+    # ---- generation
+
+    def process(self, request, img2img):
+        cfg = self.config
+        if cfg.host == "forge" and "infotext" in request and "styles" not in request:
+            raise HttpError(0, "'NoneType' object is not iterable", "TypeError")
+        if cfg.host == "forge" and request.get("enable_hr") and "hr_additional_modules" not in request:
+            raise HttpError(0, "'NoneType' object is not iterable", "TypeError")
+        fields = {"prompt": "", "negative_prompt": "", "seed": -1, "steps": 50, "cfg_scale": 7.0, "width": 512,
+                  "height": 512, "sampler_name": "Euler", "batch_size": 1, "enable_hr": False, "hr_scale": 2.0,
+                  "denoising_strength": 0.75}
+        seg_args = list(SEG_DEFAULTS)
+        if request.get("infotext"):
+            params = parse_infotext(request["infotext"])
+            pasted = {"prompt": params.get("Prompt"), "negative_prompt": params.get("Negative prompt"),
+                      "steps": params.get("Steps"), "sampler_name": params.get("Sampler"),
+                      "cfg_scale": params.get("CFG scale"), "seed": params.get("Seed")}
+            if "Size" in params:
+                pasted["width"], pasted["height"] = params["Size"].split("x")
+            for key, value in pasted.items():
+                if value is not None and key not in request:
+                    fields[key] = type(fields[key])(value) if not isinstance(fields[key], str) else value
+            if cfg.infotext_restores_seg and "SEG scale" in params:
+                seg_args = [True, float(params["SEG scale"]), params.get("SEG sigma", "inf"),
+                            params.get("SEG layers", "mid"), 0.0, 1.0, 0.0]
+            else:
+                seg_args[0] = False
+        for key in fields:
+            if key in request and request[key] is not None:
+                fields[key] = request[key]
+        scripts = request.get("alwayson_scripts") or {}
+        for name, value in scripts.items():
+            if name.lower() != SEG_TITLE.lower() or not cfg.seg_installed:
+                raise HttpError(422, f"always on script {name} not found")
+            for i, arg in enumerate((value.get("args") or [])[:len(SEG_NAMES)]):
+                seg_args[i] = arg
+        if scripts and not cfg.named_args and seg_args and isinstance(seg_args[0], dict):
+            seg_args = list(SEG_DEFAULTS)
+        if fields["seed"] in (-1, None):
+            fields["seed"] = int.from_bytes(hashlib.sha256(str(id(request)).encode()).digest()[:4], "big")
+        init = None
+        if img2img:
+            init = hashlib.sha256(base64.b64decode(request["init_images"][0])).hexdigest()
+        script_name = (request.get("script_name") or "").lower()
+        if script_name:
+            if script_name != "x/y/z plot":
+                raise HttpError(422, f"Script '{request['script_name']}' not found")
+            return self.xyz(fields, seg_args, request.get("script_args") or [], init)
+        return self.generate(fields, seg_args, init)
+
+    def seg_for(self, seg_args):
+        """Validated SEG values, or None when SEG is off; bad values raise (the extension's refusal)."""
+        if not self.config.seg_installed:
+            return None
+        seg = seg_settings(seg_args)
+        if not seg["enabled"] or seg["scale"] == 0:
+            return None
+        check_layers(seg["layers"], self.model["layout"])
+        return seg
+
+    def generate(self, fields, seg_args, init, extra_key=None):
+        seg = self.seg_for(seg_args)
+        cfg = self.config
+        if seg is not None and not cfg.seg_ignored:
+            cfg.leaked = cfg.leaked or cfg.leak
+        width, height = int(fields["width"]), int(fields["height"])
+        if fields["enable_hr"]:
+            width, height = int(width * fields["hr_scale"]), int(height * fields["hr_scale"])
+        images, infotexts = [], []
+        for index in range(int(fields["batch_size"])):
+            seed = int(fields["seed"]) + index
+            key = {"seed": seed, "size": (width, height), "steps": fields["steps"], "cfg": float(fields["cfg_scale"]),
+                   "sampler": fields["sampler_name"], "prompt": fields["prompt"], "hr": fields["enable_hr"],
+                   "init": init, "denoise": fields["denoising_strength"] if init or fields["enable_hr"] else None,
+                   "model": cfg.model}
+            if seg is not None and not cfg.seg_ignored and (cfg.hires_keeps_seg or not fields["enable_hr"]):
+                key["seg"] = seg
+            elif cfg.leaked:
+                key["leak"] = True
+            params = {"Steps": fields["steps"], "Sampler": fields["sampler_name"],
+                      "CFG scale": "%g" % float(fields["cfg_scale"]), "Seed": seed, "Size": f"{width}x{height}",
+                      "Model hash": self.model["hash"], "Model": self.model["model_name"]}
+            if seg is not None:
+                params.update(seg_infotext(seg))
+            params["Version"] = "v1.10.1"
+            text = (f"{fields['prompt']}\nNegative prompt: {fields['negative_prompt']}\n"
+                    + ", ".join(f"{k}: {v}" for k, v in params.items()))
+            images.append((width, height, pixels(key, width, height), text))
+            infotexts.append(text)
+        return images, infotexts
+
+    def xyz(self, fields, seg_args, script_args, init):
+        labels = self.xyz_labels()
+        if len(script_args) != len(labels):
+            raise HttpError(0, f"run() takes {len(labels) + 2} positional arguments but {len(script_args) + 2} "
+                               "were given", "TypeError")
+        named = {}
+        for label, value in zip(labels, script_args):
+            named.setdefault(label, []).append(value)
+        x_type = named["X type"][0]
+        if not isinstance(x_type, int):
+            raise HttpError(0, "list indices must be integers or slices, not str", "TypeError")
+        axis = AXES[x_type]
+        csv_mode = named["Use text inputs instead of dropdowns"][0]
+        if axis in AXIS_CHOICES and not csv_mode:
+            values = list(named["X values"][1])
+        else:
+            values = [v.strip() for v in named["X values"][0].split(",") if v.strip()]
+        for axis_label in ("Y type", "Z type"):
+            if AXES[named[axis_label][0]] != "Nothing":
+                raise HttpError(0, "this fake only sweeps X")
+        if not axis.startswith("SEG "):
+            raise HttpError(0, f"this fake only sweeps SEG axes, not {axis}")
+        name = axis[4:]
+        base = seg_settings(seg_args)
+        cells, texts = [], []
+        for value in values:
+            overridden = dict(base, **({name: value} if self.config.xyz_axis_used else {}))
+            overridden.setdefault("enabled", True)
+            if name != "enabled":
+                overridden["enabled"] = True
+            try:
+                images, infotexts = self.generate(fields, [overridden], init)
+            except HttpError:  # X/Y/Z prints the error and leaves a black cell
+                images = [(int(fields["width"]), int(fields["height"]),
+                           bytes(int(fields["width"]) * int(fields["height"]) * 3), "")]
+                infotexts = [""]
+            cells.append(images[0])
+            texts.append(infotexts[0])
+        width, height = cells[0][0], cells[0][1]
+        rows = []
+        for y in range(height):
+            rows.append(b"".join(c[2][y * width * 3:(y + 1) * width * 3] for c in cells))
+        grid = (width * len(cells), height, b"".join(rows), texts[0])
+        if named["Include Sub Images"][0]:
+            return [grid] + cells, [texts[0]] + texts
+        return [grid], [texts[0]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    webui = None
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, status, data):
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, error):
+        status = error.status or 500
+        if error.kind == "SegParamError":
+            status = self.webui.config.refusal_status
+        self._answer(status, {"error": error.kind, "detail": str(error) if error.kind == "HTTPException" else "",
+                              "body": "", "errors": str(error)})
+
+    def do_GET(self):
+        webui = self.webui
+        webui.config.requests.append(("GET", self.path, None))
+        if not webui.config.api or not self.path.startswith("/sdapi/v1/"):
+            return self._answer(404, {"detail": "Not Found"})
+        route = self.path[len("/sdapi/v1/"):]
+        if route == "options":
+            return self._answer(200, webui.options())
+        if route == "sd-models":
+            return self._answer(200, [{k: v for k, v in m.items() if k != "layout"} for m in MODELS])
+        if route == "scripts":
+            names = ["x/y/z plot", "prompt matrix"] + ([SEG_TITLE.lower()] if webui.config.seg_installed else [])
+            return self._answer(200, {"txt2img": names, "img2img": names})
+        if route == "script-info":
+            return self._answer(200, webui.script_info())
+        return self._answer(404, {"detail": "Not Found"})
+
+    def do_POST(self):
+        webui = self.webui
+        length = int(self.headers.get("Content-Length") or 0)
+        request = json.loads(self.rfile.read(length) or b"{}")
+        webui.config.requests.append(("POST", self.path, request))
+        if not webui.config.api or not self.path.startswith("/sdapi/v1/"):
+            return self._answer(404, {"detail": "Not Found"})
+        route = self.path[len("/sdapi/v1/"):]
+        if route == "options":
+            title = request.get("sd_model_checkpoint")
+            if title is not None:
+                if title not in [m["title"] for m in MODELS]:
+                    return self._error(HttpError(500, f"model {title!r} not found", "RuntimeError"))
+                webui.config.model = title
+            return self._answer(200, None)
+        if route not in ("txt2img", "img2img"):
+            return self._answer(404, {"detail": "Not Found"})
+        try:
+            images, infotexts = webui.process(request, route == "img2img")
+        except HttpError as error:
+            return self._error(error)
+        encoded = [base64.b64encode(png(w, h, rgb, text)).decode() for w, h, rgb, text in images]
+        info = {"infotexts": infotexts, "version": "v1.10.1", "seed": request.get("seed")}
+        self._answer(200, {"images": encoded, "parameters": request, "info": json.dumps(info)})

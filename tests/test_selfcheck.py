@@ -1,0 +1,286 @@
+"""lib_seg.selfcheck against a fake WebUI API (tests/fake_webui.py): it passes a faithful host, and each fault
+a real host could have makes its own line fail and the exit status non-zero."""
+import ast
+import base64
+import io
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from fake_webui import MODELS, FakeConfig, FakeWebUI
+from lib_seg import selfcheck
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "lib_seg", "selfcheck.py")
+
+
+def run(config=None, *extra, capsys=None):
+    """Run the self-check against a fake WebUI; returns (exit status, JSON record, fake config)."""
+    config = config or FakeConfig()
+    with FakeWebUI(config) as webui:
+        status = selfcheck.main(["--url", webui.url, "--json", *extra])
+    out = capsys.readouterr() if capsys else None
+    record = json.loads(out.out) if out else None
+    return status, record, config, out
+
+
+def lines(record):
+    return {c["name"]: c for c in record["checks"]}
+
+
+@pytest.mark.parametrize("host,name,xyz_args", [("a1111", "AUTOMATIC1111", 18), ("forge", "Forge", 18),
+                                                ("reforge", "reForge", 21)])
+def test_a_faithful_host_passes_every_line(capsys, host, name, xyz_args):
+    status, record, config, out = run(FakeConfig(host=host), capsys=capsys)
+    assert status == 0, out.err
+    assert [c["status"] for c in record["checks"]] == ["PASS"] * len(selfcheck.SelfCheck.CHECKS), out.err
+    assert record["host"]["name"] == name and record["host"]["xyz_args"] == xyz_args
+    assert record["host"]["version"] == "v1.10.1"
+    assert record["model"]["family"] == "SD1.x/SD2.x" and record["model"]["layout"] == "d0-d5, m0, u0-u8"
+    # the table (stderr with --json) has the header and one line per check
+    assert f"host:  {name}" in out.err and "12 passed, 0 failed, 0 skipped" in out.err
+    # the record holds each request's key fields, status, timing and image hashes
+    txt2img = [r for r in record["requests"] if r["path"] == "/sdapi/v1/txt2img" and r["status"] == 200]
+    assert all(len(img["sha256"]) == 64 for r in txt2img for img in r["images"])
+    assert all(r["seconds"] is not None for r in record["requests"])
+    # the Forge quirks are part of every such request, whatever the host
+    posts = [req for method, path, req in config.requests if method == "POST"]
+    assert all(req.get("styles") == [] for req in posts if "infotext" in req)
+    assert all(req.get("hr_additional_modules") for req in posts if req.get("enable_hr"))
+
+
+def test_the_table_on_stdout_without_json(capsys):
+    with FakeWebUI() as webui:
+        assert selfcheck.main(["--url", webui.url]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"SEG self-check against {webui.url}"
+    assert "SEG changes the image                  PASS  mean |Δ|" in out
+
+
+def test_sdxl_family_and_checkpoint_switch(capsys):
+    status, record, config, _ = run(FakeConfig(), "--checkpoint", "fakexl", capsys=capsys)
+    assert status == 0
+    assert config.model == MODELS[1]["title"] and record["model"]["switched_to"] == MODELS[1]["title"]
+    assert record["model"]["family"] == "SDXL base" and record["model"]["middle_transformers"] == "m0.0-9"
+
+
+def test_an_unknown_checkpoint_stops_before_any_check(capsys):
+    status, record, _, out = run(FakeConfig(), "--checkpoint", "nope", capsys=capsys)
+    assert status == 2 and record["checks"] == []
+    assert "'nope' is not among the WebUI's checkpoints" in out.err and "fakexl" in out.err
+
+
+@pytest.mark.parametrize("fault,line,expected", [
+    (dict(seg_ignored=True), "SEG changes the image", "SEG had no effect"),
+    (dict(refusal_status=200), "bad value refused (sigma -1)", "HTTP 200: sigma -1 was accepted"),
+    (dict(refusal_status=500), "bad value refused (sigma -1)", "HTTP 500, expected 422"),
+    (dict(leak=True), "no SEG after SEG runs: bit-identical", "differs from the first image without SEG"),
+    (dict(infotext_restores_seg=False), "infotext reproduces the SEG image", "SEG was not restored"),
+    (dict(named_args=False), "positional and named args agree", "% of pixels changed"),
+    (dict(xyz_axis_used=False), "X/Y/Z sweep over SEG sigma", "the axis value was not used"),
+    (dict(hires_keeps_seg=False), "hires fix", "SEG had no effect"),
+])
+def test_each_fault_fails_its_line(capsys, fault, line, expected):
+    status, record, _, _ = run(FakeConfig(**fault), capsys=capsys)
+    assert status == 1
+    check = lines(record)[line]
+    assert check["status"] == "FAIL" and expected in check["detail"], check
+
+
+def test_a_500_refusal_still_reports_its_message(capsys):
+    _, record, _, _ = run(FakeConfig(refusal_status=500), capsys=capsys)
+    check = lines(record)["bad value refused (sigma -1)"]
+    assert check["refusal_status"] == 500 and "SEG sigma (sigma): got -1" in check["detail"]
+    assert "server answers afterwards" in check["detail"]
+
+
+def test_a_host_ignoring_seg_fails_every_effect_line(capsys):
+    _, record, _, _ = run(FakeConfig(seg_ignored=True), capsys=capsys)
+    failed = {name for name, c in lines(record).items() if c["status"] == "FAIL"}
+    assert failed == {"SEG changes the image", "CFG 1", "batch 2", "non-square size", "hires fix", "img2img",
+                      "X/Y/Z sweep over SEG sigma"}
+
+
+def test_without_the_extension_only_the_listing_fails_and_the_rest_is_skipped(capsys):
+    status, record, _, out = run(FakeConfig(seg_installed=False), capsys=capsys)
+    assert status == 1
+    checks = record["checks"]
+    assert checks[0]["status"] == "FAIL" and "--seg-disable" in checks[0]["detail"]
+    assert {c["status"] for c in checks[1:]} == {"SKIP"}
+    assert record["model"]["family"].startswith("unknown")
+
+
+def test_a_server_that_is_down_gives_a_clear_error(capsys):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    status = selfcheck.main(["--url", f"http://127.0.0.1:{port}", "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "cannot reach the WebUI" in err and "refused" in err.lower() and "--api" in err
+
+
+def test_a_webui_without_api_gives_a_clear_error(capsys):
+    status, record, _, out = run(FakeConfig(api=False), capsys=capsys)
+    assert status == 2 and "start the WebUI with --api" in out.err and record["exit_status"] == 2
+
+
+def test_xyz_args_are_built_by_label_for_each_host():
+    for host, count in (("a1111", 18), ("reforge", 21)):
+        entry = next(e for e in FakeWebUI(FakeConfig(host=host)).script_info() if e["name"] == "x/y/z plot")
+        args = selfcheck.xyz_args(entry["args"], "SEG sigma", ["1", "inf"])
+        labels = [a["label"] for a in entry["args"]]
+        assert len(args) == count
+        assert entry["args"][0]["choices"][args[0]] == "SEG sigma"
+        assert args[1] == "1, inf" and args[2] == ["1", "inf"]
+        assert args[labels.index("Y type")] == 0 and args[labels.index("Include Sub Images")] is True
+    with pytest.raises(ValueError, match="no X/Y/Z axis 'SEG sigma'"):
+        selfcheck.xyz_args([{"label": "X type", "choices": ["Nothing", "Seed"]}], "SEG sigma", ["1"])
+
+
+def test_host_detection_from_what_the_api_exposes():
+    xyz18 = {"args": [{}] * 18}
+    xyz21 = {"args": [{}] * 21}
+    assert selfcheck.detect_host({"sd_model_checkpoint": "x"}, xyz18)["name"] == "AUTOMATIC1111"
+    assert selfcheck.detect_host({"forge_preset": "sd"}, xyz18)["name"] == "Forge"
+    assert selfcheck.detect_host({"reforge_karras_rho": 7}, xyz21)["name"] == "reForge"
+    assert selfcheck.detect_host({}, xyz21)["name"] == "reForge"  # an older reForge without reforge_* options
+
+
+# ---------------------------------------------------------------- images and statistics
+
+def _random_image(mode, size=(23, 17), seed=0):
+    from PIL import Image
+    rng = random.Random(seed)
+    channels = len(mode) if mode != "L" else 1
+    # smooth gradients plus noise, so that PNG's adaptive filtering picks every filter type
+    data = bytes((x * 7 + y * 3 + c * 40 + rng.randrange(8)) & 255
+                 for y in range(size[1]) for x in range(size[0]) for c in range(channels))
+    return Image.frombytes(mode, size, data)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_the_stdlib_png_decoder_matches_pillow(mode):
+    image = _random_image(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    ours = selfcheck.decode_png(buffer.getvalue())
+    theirs = image.convert("RGB")
+    assert ours.size == theirs.size and ours.rgb == theirs.tobytes()
+
+
+def test_the_png_decoder_covers_every_filter_type():
+    from fake_webui import png
+    import zlib
+    width, height = 5, 5
+    rgb = bytes(range(75))
+    plain = selfcheck.decode_png(png(width, height, rgb))
+    assert plain.rgb == rgb
+    # re-encode each row with filter k (1-4) by hand and check the decoder undoes it
+    stride = width * 3
+    rows, prev = [], bytearray(stride)
+    for y in range(height):
+        line = rgb[y * stride:(y + 1) * stride]
+        k = 1 + y % 4
+        out = bytearray()
+        for i, value in enumerate(line):
+            a = line[i - 3] if i >= 3 else 0
+            b = prev[i]
+            c = prev[i - 3] if i >= 3 else 0
+            if k == 1:
+                pred = a
+            elif k == 2:
+                pred = b
+            elif k == 3:
+                pred = (a + b) >> 1
+            else:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+            out.append((value - pred) & 255)
+        rows.append(bytes([k]) + bytes(out))
+        prev = bytearray(line)
+    data = png(width, height, rgb)
+    start = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[start:start + 4], "big")
+    body = zlib.compress(b"".join(rows))
+    chunk = len(body).to_bytes(4, "big") + b"IDAT" + body + (zlib.crc32(b"IDAT" + body) & 0xFFFFFFFF).to_bytes(4, "big")
+    filtered = data[:start] + chunk + data[start + 12 + length:]
+    assert selfcheck.decode_png(filtered).rgb == rgb
+
+
+def test_a_jpeg_without_pillow_is_explained(monkeypatch):
+    monkeypatch.setattr(selfcheck, "_PIL_Image", None)
+    with pytest.raises(selfcheck.ImageError, match="install Pillow"):
+        selfcheck.decode_image(base64.b64encode(b"\xff\xd8\xff\xe0JFIF").decode())
+
+
+def test_statistics_with_and_without_numpy(monkeypatch):
+    a = selfcheck.Pixels(2, 2, bytes([10] * 12))
+    b = selfcheck.Pixels(2, 2, bytes([10, 10, 10, 11, 10, 10, 10, 10, 13, 40, 40, 40]))
+    expected = {"identical": False, "mean_abs": (1 + 3 + 90) / 12, "changed": 0.5}
+    assert selfcheck.compare(a, b) == pytest.approx(expected)
+    monkeypatch.setattr(selfcheck, "_np", None)
+    assert selfcheck.compare(a, b) == pytest.approx(expected)
+    assert selfcheck.compare(a, a)["identical"] and not selfcheck.changes(selfcheck.compare(a, a))
+    assert selfcheck.compare(a, selfcheck.Pixels(1, 4, a.rgb))["mean_abs"] is None
+
+
+def test_the_whole_run_without_pillow_and_numpy(capsys, monkeypatch):
+    monkeypatch.setattr(selfcheck, "_PIL_Image", None)
+    monkeypatch.setattr(selfcheck, "_np", None)
+    status, record, _, _ = run(FakeConfig(), capsys=capsys)
+    assert status == 0 and record["client"] == {**record["client"], "pillow": False, "numpy": False}
+
+
+# ---------------------------------------------------------------- it stays a stand-alone file
+
+def test_it_restates_the_extensions_names():
+    from lib_seg import params, ui
+    assert selfcheck.SEG_API_NAME == ui.API_NAME
+    assert selfcheck.SEG_ARG_NAMES == params.API_NAMES
+    assert selfcheck.SEG_SIGMA_AXIS == params.PARAM_BY_NAME["sigma"].label
+    assert selfcheck.SEG_SIGMA_AXIS in [label for label, _ in ui.AXES]
+    assert params.settings_from_args(selfcheck.SEG_ON).active
+    assert params.settings_from_args(selfcheck.SEG_ON) == params.settings_from_args(selfcheck.SEG_ON_NAMED)
+    with pytest.raises(params.SegParamError, match=r"SEG sigma \(sigma\)"):
+        params.settings_from_args(selfcheck.SEG_BAD_SIGMA)
+
+
+def test_python_38_syntax_and_standard_library_only():
+    source = open(SOURCE, encoding="utf-8").read()
+    tree = ast.parse(source, feature_version=(3, 8))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import would break `python lib_seg/selfcheck.py`"
+            imported.add(node.module.split(".")[0])
+    assert imported - set(sys.stdlib_module_names) == {"PIL", "numpy"}
+    for newer in (".removeprefix(", ".removesuffix(", "match ", "functools.cache(", "zip(strict"):
+        assert newer not in source
+
+
+def test_it_runs_as_a_file_and_as_a_module_without_torch_or_gradio():
+    down = [sys.executable, SOURCE, "--url", "http://127.0.0.1:9", "--timeout", "5"]
+    result = subprocess.run(down, capture_output=True, text=True, cwd="/", timeout=60)
+    assert result.returncode == 2 and "cannot reach the WebUI" in result.stderr
+    code = ("import sys, lib_seg.selfcheck as s; s.main(['--help'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "--checkpoint" in result.stdout
+    code = ("import sys, lib_seg.selfcheck; "
+            "assert not {'torch', 'gradio', 'modules'} & set(sys.modules), sorted(sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_the_readme_explains_every_line():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme.split("## Self-check against your WebUI", 1)[1].split("\n## ", 1)[0]
+    for name, _ in selfcheck.SelfCheck.CHECKS:
+        assert f"| {name} |" in section, name
