@@ -73,7 +73,7 @@ def build(script=None, is_img2img=False, input_accordion=None):
         # σ means nothing to identity attention: grey it out while that mode is chosen (also after a paste).
         for mode, sigma in (("mode", "sigma"), ("hr_mode", "hr_sigma")):
             controls[mode].change(fn=sigma_update, inputs=[controls[mode]], outputs=[controls[sigma]],
-                                  show_progress=False)
+                                  show_progress="hidden")
 
     if accordion_cls is not None:
         with accordion_cls(enabled.default, label=TITLE, elem_id=_elem_id(script, "accordion")) as accordion:
