@@ -289,13 +289,15 @@ def infotext(settings: SegSettings, hires_fix: bool = True) -> dict[str, str]:
     """Generation-parameter entries for ``settings``: {} when SEG is not active. Values are raw: the host's
     create_infotext quotes any that contain commas (see the module docstring). The hires override's keys
     only when it is on and the generation has a hires pass (``hires_fix``); its hr_* keys only with "own"."""
+    if not hires_fix:  # only the first pass runs: its settings are all there is to say
+        settings = settings.for_pass(False)
     if not settings.active:
         return {}
     out = {}
     for param in PARAMS:
         if not param.infotext:
             continue
-        if param.group == "hires" and not (hires_fix and settings.hires != "same"):
+        if param.group == "hires" and settings.hires == "same":
             continue
         if param.name in HIRES_FIELDS and settings.hires != "own":
             continue

@@ -94,6 +94,8 @@ def test_infotext_of_mode_and_hires_override():
     assert infotext(own) == {**base, "SEG hires": "own", "SEG hires scale": "1.5", "SEG hires sigma": "4",
                              "SEG hires layers": "u0"}
     assert infotext(own, hires_fix=False) == base  # no hires pass: nothing to say about it
+    # SEG only in a hires pass that does not run: nothing ran
+    assert infotext(dataclasses.replace(own, scale=0), hires_fix=False) == {}
     assert infotext(dataclasses.replace(own, hr_mode="identity"))["SEG hires mode"] == "identity"
     # pasting an infotext without hires keys turns the override off and resets its fields
     assert settings_from_infotext(base) == SegSettings(enabled=True).as_dict()
