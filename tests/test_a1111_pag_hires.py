@@ -223,3 +223,28 @@ def test_api_named_and_positional_override_and_old_payloads(host, sd15):
     settings = host.ui.settings_for(None, old[script.args_from:script.args_to])
     assert settings == params.SegSettings(enabled=True, scale=3.0, sigma=2.0, layers="all")
     assert (settings.mode, settings.hires) == ("blur", "same")
+
+
+def test_xyz_recipe_seg_sigmas_against_pag(host, sd15):
+    """The README's grid: X = SEG sigma 1, 4, inf; Y = SEG perturbation blur, identity; accordion off. The blur
+    row has three different images, the identity row one image three times (σ is ignored), unlike any blur cell."""
+    import copy
+    from modules import processing
+    from test_a1111_script import AxisOption
+    axes = {o.label: o for o in host.ui.make_axis_options(AxisOption)}
+    host.use_model(sd15)
+    c, uc = H.conds([[(1, 1.0)]], [2])
+    base = processing.StableDiffusionProcessingTxt2Img(c, uc, scripts=host.runner, script_args=host.script_args([False]))
+    grid = {}
+    for mode in axes["SEG perturbation"].choices():
+        for sigma in ("1", "4", "inf"):
+            cell = copy.copy(base)
+            axes["SEG sigma"].apply(cell, sigma, [])
+            axes["SEG perturbation"].apply(cell, mode, [])
+            grid[mode, sigma] = processing.process_images(cell).samples
+            assert cell.extra_generation_params.get("SEG mode") == (None if mode == "blur" else "identity")
+    blur = [grid["blur", s] for s in ("1", "4", "inf")]
+    pag = [grid["identity", s] for s in ("1", "4", "inf")]
+    assert all(torch.equal(pag[0], other) for other in pag[1:])
+    assert not torch.equal(blur[0], blur[1]) and not torch.equal(blur[1], blur[2])
+    assert not any(torch.equal(pag[0], b) for b in blur)
