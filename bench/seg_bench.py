@@ -10,7 +10,9 @@ fp32 on the CPU, fp16 on CUDA. One "step" is one call of the guided denoiser, ba
 - bare UNet with 2 and 3 rows: the floor; a batched extra prediction cannot cost less than UNet(3) / UNet(2);
 - CFG only; CFG + SEG batched ([cond | SEG | uncond] in one UNet call, this project) at sigma = inf and 4;
   the same at sigma = inf without the single-query shortcut; CFG + SEG as a separate second UNet call
-  (the approach of the existing Forge/ComfyUI implementations); SEG without CFG ([cond | SEG]).
+  (the approach of the existing Forge/ComfyUI implementations); SEG without CFG ([cond | SEG]);
+- CFG + PAG (identity-attention mode, same layers) batched and as a separate second UNet call (the way Forge's
+  built-in PAG and sd-perturbed-attention run it).
 
 Timing: every variant runs once per round, rounds rotate the order (drift and other jobs on the machine hit all
 variants alike), warm-up rounds are discarded; medians, min/max and per-round ratios (each variant against
@@ -70,6 +72,8 @@ VARIANTS = [
     ("batched_noshortcut", "CFG+SEG batched, σ=∞ w/o shortcut", 3, 1),
     ("separate", "CFG+SEG separate pass, σ=∞", 3, 2),
     ("seg_nocfg", "SEG without CFG, σ=∞", 2, 1),
+    ("pag_batched", "CFG+PAG batched (identity attn.)", 3, 1),
+    ("pag_separate", "CFG+PAG separate pass", 3, 2),
 ]
 LABELS = {key: label for key, label, _, _ in VARIANTS}
 CRITERION_SLACK = 1.03
@@ -172,6 +176,9 @@ class Bench:
             "batched_noshortcut": (SegSettings(sigma=math.inf, **on), True, False, True),
             "separate": (SegSettings(sigma=math.inf, **on), True, True, False),
             "seg_nocfg": (SegSettings(sigma=math.inf, **on), False, False, False),
+            # PAG: the same rows and layers, identity attention instead of blurred queries
+            "pag_batched": (SegSettings(mode="identity", **on), True, False, False),
+            "pag_separate": (SegSettings(mode="identity", **on), True, True, False),
         }
 
     def sync(self):
@@ -609,6 +616,11 @@ def format_table(result):
                      f"{c['unet_3_over_2']:.3f} = {c['limit']:.3f}: {'holds' if c['within_limit'] else 'FAILS'}; "
                      f"batched/separate {c['batched_over_separate']:.3f}: "
                      f"{'batched faster' if c['batched_faster_than_separate'] else 'batched NOT faster'}")
+        lines.append(f"PAG: batched/CFG {c['pag_batched_over_cfg']:.3f} <= {c['limit']:.3f}: "
+                     f"{'holds' if c['pag_within_limit'] else 'FAILS'}; batched/separate "
+                     f"{c['pag_batched_over_separate']:.3f}; output batched vs separate max |diff| "
+                     f"{r['pag']['batched_vs_separate_max_abs_diff']:.2e} (PAG's own effect: max "
+                     f"{r['pag']['pag_effect_max_abs']:.2e})")
         b = r["blur"]
         lines.append(f"blur per step: σ={FINITE_SIGMA:g} on selected layers {b['selected_sigma4_s'] * 1e6:.1f} µs "
                      f"= {b['fraction_selected_sigma4'] * 100:.3f}% of the σ={FINITE_SIGMA:g} batched step; σ=∞ mean "
@@ -657,6 +669,10 @@ def bench_latent(unet, denoiser, args, device, dtype, latent, memory, budget=Non
         "unet_3_over_2_of_medians": variants["unet3"]["median_s"] / variants["unet2"]["median_s"],
         "batched_over_separate": paired_ratio(rounds, "batched", "separate"),
     }
+    # PAG rows: the same criterion (batched costs what its extra row costs, and less than a separate pass)
+    pag_ratio = variants["pag_batched"]["ratio_to_cfg"]
+    criterion.update(pag_batched_over_cfg=pag_ratio, pag_within_limit=pag_ratio <= CRITERION_SLACK * unet_ratio,
+                     pag_batched_over_separate=paired_ratio(rounds, "pag_batched", "pag_separate"))
     criterion["within_limit_of_medians"] = (criterion["batched_over_cfg_of_medians"]
                                             <= CRITERION_SLACK * criterion["unet_3_over_2_of_medians"])
     criterion["batched_faster_than_separate"] = (criterion["batched_over_separate"] < 1
@@ -675,10 +691,14 @@ def bench_latent(unet, denoiser, args, device, dtype, latent, memory, budget=Non
         "seg_effect_max_abs": (outputs["batched"].float() - cfg_out).abs().max().item(),
         "layers": shortcut_layers(bench, probe, selected),
     }
+    # the batched PAG rows compute what the separate pass computes (to fp32 round-off)
+    pag = {"batched_vs_separate_max_abs_diff":
+           (outputs["pag_batched"].float() - outputs["pag_separate"].float()).abs().max().item(),
+           "pag_effect_max_abs": (outputs["pag_batched"].float() - cfg_out).abs().max().item()}
     for layer in shortcut["layers"]["per_layer"].values():
         layer.pop("module", None)
     return {"runs": len(rounds), "warmup": args.warmup, "variants": variants, "unet_3_over_2": unet_ratio,
-            "criterion": criterion, "blur": blur, "shortcut": shortcut, "unet_split": probe.unet_split(),
+            "criterion": criterion, "blur": blur, "shortcut": shortcut, "pag": pag, "unet_split": probe.unet_split(),
             "rounds_s": rounds, "selected_layers": sorted(selected)}, bench
 
 

@@ -1,4 +1,5 @@
-"""Self-attention with the queries of the SEG rows smoothed.
+"""Self-attention with the SEG rows perturbed: their queries smoothed (SEG), or their attention replaced
+by the identity (PAG: each token outputs its own value).
 
 Blurring queries is linear over tokens with weights summing to one, so it commutes with the (affine,
 per-token) query projection: blurring the attention input x before ``to_q`` equals blurring q after it.
@@ -49,15 +50,39 @@ def attend_smoothed(attend, q, seg, grid, sigma, shortcut=True):
     return attend(torch.cat([q[:seg.start], smoothed, q[seg.stop:]]), everything)
 
 
+def attend_identity(attend, value, q, seg, split=True):
+    """Attention for all rows of a call, with the rows in `seg` attending by the identity: each token's
+    output is its own value (Perturbed-Attention Guidance's perturbation).
+
+    q and attend(q_rows, kv_rows) as for attend_smoothed; value(rows) -> what the identity gives for the
+    rows in the slice `rows`: their value projection, in the form attend returns (through the output
+    projection where attend includes it). The rows before and after `seg` attend as usual, in their own
+    calls, so the SEG rows skip the attention work; split=False attends with every row in one call and
+    replaces the SEG rows' part afterwards (for hooks that need the whole batch).
+    """
+    n_rows = q.shape[0]
+    everything = slice(0, n_rows)
+    if seg.stop <= seg.start:
+        return attend(q, everything)
+    if not split:
+        out = attend(q, everything)
+        return torch.cat([out[:seg.start], value(seg).to(out.dtype), out[seg.stop:]])
+    parts = [attend(q[:seg.start], slice(0, seg.start))] if seg.start > 0 else []
+    parts.append(value(seg))
+    if seg.stop < n_rows:
+        parts.append(attend(q[seg.stop:], slice(seg.stop, n_rows)))
+    return torch.cat(parts)
+
+
 def patch_ldm_self_attention(registry, modules, session):
     """Wrap the forward of ldm/sgm CrossAttention modules used as self-attention (attn1).
 
     The wrapper is an instance attribute calling the class's forward at call time, so whichever
     optimized forward the host installs on the class is what runs. Without SEG rows in the current
-    call it passes the call through unchanged.
+    call it passes the call through unchanged. session.settings.mode picks the perturbation.
     """
     for module in modules:
-        registry.replace(module, "forward", _smoothed_forward(module, session))
+        registry.replace(module, "forward", _perturbed_forward(module, session))
 
 
 def _foreign_projection_hooks(module):
@@ -67,7 +92,7 @@ def _foreign_projection_hooks(module):
     return [type(p).__name__ for p in projections if p is not None and (p._forward_hooks or p._forward_pre_hooks)]
 
 
-def _smoothed_forward(module, session):
+def _perturbed_forward(module, session):
     warned = []
 
     def forward(x, context=None, *args, **kwargs):
@@ -87,6 +112,10 @@ def _smoothed_forward(module, session):
             warned.append(True)
             print("[SEG] another extension hooks this model's self-attention (e.g. a second SEG or PAG "
                   "implementation); both act on the same batch, so results combine both methods.")
+        if session.settings.mode == "identity":
+            # Identity attention: the value projection, then the output projection as attention's forward does.
+            return attend_identity(attend, lambda rows: module.to_out(module.to_v(x[rows])), x, call.seg,
+                                   split=not foreign)
         return attend_smoothed(attend, x, call.seg, call.grid(x.shape[1]), session.settings.sigma,
                                shortcut=not foreign)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import dataclass, fields as dataclass_fields, replace
 from typing import Any, Mapping, Optional
 
 from . import layers as _layers
@@ -34,13 +34,15 @@ class Param:
     name: str
     label: str
     default: Any
-    kind: str                      # "bool" | "float" | "sigma" | "layers"
+    kind: str                      # "bool" | "float" | "sigma" | "layers" | "choice"
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     step: Optional[float] = None
     infotext: Optional[str] = None  # key in the generation parameters; None: not written
     hint: str = ""
-    choices: tuple = ()             # suggested values (sigma, layers); others are allowed if valid
+    choices: tuple = ()             # suggested values (sigma, layers); the only values of a "choice"
+    choice_labels: tuple = ()       # "choice": what the UI shows for each of `choices`
+    group: str = "main"             # "main", or "hires": the hires-fix pass override (a sub-group of the UI)
 
     @property
     def accepted(self) -> str:
@@ -51,6 +53,8 @@ class Param:
             return "a number > 0, or inf"
         if self.kind == "layers":
             return _layers.GRAMMAR_HINT
+        if self.kind == "choice":
+            return " or ".join(self.choices)
         return f"a number from {format_number(self.minimum)} to {format_number(self.maximum)}"
 
     def error(self, value, reason: str = "") -> SegParamError:
@@ -65,6 +69,11 @@ class Param:
             return self.default
         if self.kind == "bool":
             return _to_bool(self, value)
+        if self.kind == "choice":
+            text = value.strip().lower() if isinstance(value, str) else None
+            if text not in self.choices:
+                raise self.error(value)
+            return text
         if self.kind == "layers":
             if not isinstance(value, str):
                 raise self.error(value, "expected text")
@@ -136,6 +145,14 @@ def format_sigma(x: float) -> str:
     return "inf" if math.isinf(x) and x > 0 else format_number(x)
 
 
+# Perturbation of the SEG rows' self-attention: "blur" = SEG's blurred queries, "identity" = PAG's identity
+# attention (each token outputs its own value).
+MODES = ("blur", "identity")
+# The hires fix's second pass: the first pass's settings, the hr_* settings, or no SEG.
+HIRES_CHOICES = ("same", "own", "off")
+# The hr_* fields that replace the main ones in the hires pass with hires = "own".
+HIRES_FIELDS = {"hr_scale": "scale", "hr_sigma": "sigma", "hr_layers": "layers", "hr_mode": "mode"}
+
 PARAMS: tuple[Param, ...] = (
     Param("enabled", "SEG enabled", False, "bool",
           hint="Turn Smoothed Energy Guidance on for this generation."),
@@ -153,13 +170,35 @@ PARAMS: tuple[Param, ...] = (
           hint="Fraction of the sampling steps after which SEG stops (1 = through the last step)."),
     Param("rescale", "SEG rescale", 0.0, "float", 0.0, 1.0, 0.01, infotext="SEG rescale",
           hint="Pull the guided prediction's spread back toward the plain prediction's (0 = off)."),
+    # Appended after the original seven, so positional API payloads of earlier versions keep their meaning.
+    Param("mode", "SEG perturbation", MODES[0], "choice", infotext="SEG mode", choices=MODES,
+          choice_labels=("Smoothed energy (SEG)", "Identity attention (PAG)"),
+          hint="What the guiding prediction changes in the selected self-attention layers: blur the queries "
+               "(Smoothed Energy Guidance, uses sigma) or replace attention by the identity, each token keeping "
+               "its own value (Perturbed-Attention Guidance, sigma unused)."),
+    Param("hires", "SEG hires pass", HIRES_CHOICES[0], "choice", infotext="SEG hires", choices=HIRES_CHOICES,
+          choice_labels=("Same as first pass", "Own settings", "No SEG"), group="hires",
+          hint="The hires fix's second pass: the first pass's SEG settings, its own scale, sigma, layers and "
+               "perturbation below, or no SEG at all."),
+    Param("hr_scale", "SEG hires scale", 3.0, "float", 0.0, 20.0, 0.1, infotext="SEG hires scale", group="hires",
+          hint="SEG scale of the hires fix's second pass (with 'Own settings'); 0 turns it off there."),
+    Param("hr_sigma", "SEG hires sigma", math.inf, "sigma", 0.0, math.inf, None, infotext="SEG hires sigma",
+          choices=("inf", "1", "2", "4", "8", "16", "64", "256"), group="hires",
+          hint="Query blur of the hires fix's second pass (with 'Own settings'), in tokens of that pass's grid."),
+    Param("hr_layers", "SEG hires layers", _layers.DEFAULT_SPEC, "layers", infotext="SEG hires layers",
+          choices=_layers.PRESETS, group="hires",
+          hint="Self-attention blocks perturbed in the hires fix's second pass (with 'Own settings')."),
+    Param("hr_mode", "SEG hires perturbation", MODES[0], "choice", infotext="SEG hires mode", choices=MODES,
+          choice_labels=("Smoothed energy (SEG)", "Identity attention (PAG)"), group="hires",
+          hint="Perturbation of the hires fix's second pass (with 'Own settings'): blurred queries (SEG) or "
+               "identity attention (PAG)."),
 )
 
 PARAM_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 PARAM_BY_INFOTEXT: dict[str, Param] = {p.infotext: p for p in PARAMS if p.infotext}
 API_NAMES: tuple[str, ...] = tuple(p.name for p in PARAMS)
 # Written to infotext only when they differ from the default, to keep ordinary infotexts short.
-_INFOTEXT_ONLY_IF_CHANGED = ("start", "end", "rescale")
+_INFOTEXT_ONLY_IF_CHANGED = ("start", "end", "rescale", "mode", "hr_mode")
 
 
 @dataclass(frozen=True)
@@ -172,6 +211,12 @@ class SegSettings:
     start: float = PARAM_BY_NAME["start"].default
     end: float = PARAM_BY_NAME["end"].default
     rescale: float = PARAM_BY_NAME["rescale"].default
+    mode: str = PARAM_BY_NAME["mode"].default
+    hires: str = PARAM_BY_NAME["hires"].default
+    hr_scale: float = PARAM_BY_NAME["hr_scale"].default
+    hr_sigma: float = PARAM_BY_NAME["hr_sigma"].default
+    hr_layers: str = PARAM_BY_NAME["hr_layers"].default
+    hr_mode: str = PARAM_BY_NAME["hr_mode"].default
 
     def __post_init__(self):
         for param in PARAMS:
@@ -184,7 +229,22 @@ class SegSettings:
 
     @property
     def active(self) -> bool:
-        return bool(self.enabled and self.scale > 0 and self.start <= self.end)
+        """Whether SEG does anything in this generation (in the first pass, or in a hires pass of its own)."""
+        used = self.scale > 0 or (self.hires == "own" and self.hr_scale > 0)
+        return bool(self.enabled and used and self.start <= self.end)
+
+    def for_pass(self, hires_pass: bool) -> "SegSettings":
+        """The settings one sampling pass runs with: the first pass (and img2img) uses the main fields; the
+        hires fix's second pass the same, none (hires "off") or the hr_* fields (hires "own"). The result
+        has hires "same", so its ``active`` speaks for that pass alone. Unchanged settings are returned as
+        they are: without an override every pass runs exactly as before the override existed."""
+        if self.hires == "same":
+            return self
+        if not hires_pass:
+            return replace(self, hires="same")
+        if self.hires == "off":
+            return replace(self, hires="same", enabled=False)
+        return replace(self, hires="same", **{main: getattr(self, hr) for hr, main in HIRES_FIELDS.items()})
 
     def as_dict(self) -> dict:
         """API names -> values, in table order."""
@@ -225,21 +285,28 @@ def settings_from_args(args) -> SegSettings:
     return SegSettings(**dict(zip(API_NAMES, values)))
 
 
-def infotext(settings: SegSettings) -> dict[str, str]:
+def infotext(settings: SegSettings, hires_fix: bool = True) -> dict[str, str]:
     """Generation-parameter entries for ``settings``: {} when SEG is not active. Values are raw: the host's
-    create_infotext quotes any that contain commas (see the module docstring)."""
+    create_infotext quotes any that contain commas (see the module docstring). The hires override's keys
+    only when it is on and the generation has a hires pass (``hires_fix``); its hr_* keys only with "own"."""
+    if not hires_fix:  # only the first pass runs: its settings are all there is to say
+        settings = settings.for_pass(False)
     if not settings.active:
         return {}
     out = {}
     for param in PARAMS:
         if not param.infotext:
             continue
+        if param.group == "hires" and settings.hires == "same":
+            continue
+        if param.name in HIRES_FIELDS and settings.hires != "own":
+            continue
         value = getattr(settings, param.name)
         if param.name in _INFOTEXT_ONLY_IF_CHANGED and value == param.default:
             continue
         if param.kind == "sigma":
             out[param.infotext] = format_sigma(value)
-        elif param.kind == "layers":
+        elif param.kind in ("layers", "choice"):
             out[param.infotext] = value
         else:
             out[param.infotext] = format_number(value)
@@ -260,7 +327,8 @@ def settings_from_infotext(fields: Mapping[str, Any]) -> dict[str, object]:
     """Parsed SEG entries of an infotext (a dict as from A1111's parse_generation_parameters): API name ->
     validated value. {} when no SEG key is present; otherwise every parameter: enabled=True, the SEG keys
     present, and defaults for the rest (infotext() leaves start/end/rescale out when unchanged, and pasting
-    must reset them). ``SegSettings(**result)`` rebuilds the settings. Raises SegParamError."""
+    must reset them; without hires keys the override is off). ``SegSettings(**result)`` rebuilds the settings.
+    Raises SegParamError."""
     found = {p.name: p.coerce(_unquote(fields[key])) for key, p in PARAM_BY_INFOTEXT.items() if key in fields}
     if not found:
         return {}

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from . import params as P
 
 TITLE = "Smoothed Energy Guidance (SEG)"
+HIRES_LABEL = "SEG hires fix pass"
 # The WebUI API addresses always-on scripts by their lowercased title.
 API_NAME = TITLE.lower()
 # X/Y/Z axis values land on the processing object under this attribute (see xyz_overrides()).
@@ -59,6 +60,20 @@ def build(script=None, is_img2img=False, input_accordion=None):
             controls["end"] = _make(gr, script, P.PARAM_BY_NAME["end"])
         with gr.Row():
             controls["rescale"] = _make(gr, script, P.PARAM_BY_NAME["rescale"])
+        with gr.Row():
+            controls["mode"] = _make(gr, script, P.PARAM_BY_NAME["mode"])
+        with gr.Accordion(HIRES_LABEL, open=False, elem_id=_elem_id(script, "hires_accordion")):
+            controls["hires"] = _make(gr, script, P.PARAM_BY_NAME["hires"])
+            with gr.Row():
+                controls["hr_scale"] = _make(gr, script, P.PARAM_BY_NAME["hr_scale"])
+                controls["hr_sigma"] = _make(gr, script, P.PARAM_BY_NAME["hr_sigma"])
+            with gr.Row():
+                controls["hr_layers"] = _make(gr, script, P.PARAM_BY_NAME["hr_layers"])
+                controls["hr_mode"] = _make(gr, script, P.PARAM_BY_NAME["hr_mode"])
+        # σ means nothing to identity attention: grey it out while that mode is chosen (also after a paste).
+        for mode, sigma in (("mode", "sigma"), ("hr_mode", "hr_sigma")):
+            controls[mode].change(fn=sigma_update, inputs=[controls[mode]], outputs=[controls[sigma]],
+                                  show_progress="hidden")
 
     if accordion_cls is not None:
         with accordion_cls(enabled.default, label=TITLE, elem_id=_elem_id(script, "accordion")) as accordion:
@@ -85,7 +100,16 @@ def _make(gr, script, param):
     if param.kind in ("sigma", "layers"):
         return gr.Dropdown(choices=list(param.choices), value=control_value(param, param.default),
                            allow_custom_value=True, label=param.label, elem_id=elem_id)
+    if param.kind == "choice":
+        return gr.Radio(choices=list(zip(param.choice_labels, param.choices)), value=param.default,
+                        label=param.label, elem_id=elem_id)
     raise ValueError(f"no control for parameter kind {param.kind!r}")
+
+
+def sigma_update(mode):
+    """The update of a sigma control when its mode control changes: editable only for blurred queries."""
+    import gradio as gr
+    return gr.update(interactive=mode != "identity")
 
 
 # ---------------------------------------------------------------- infotext
@@ -140,6 +164,8 @@ def _axis_apply(name):
         overrides[name] = P.parse_value(name, value)
         if name != "enabled":
             overrides.setdefault("enabled", True)  # choosing a SEG axis turns SEG on for the plot
+        if name in P.HIRES_FIELDS:
+            overrides.setdefault("hires", "own")  # and a hires axis the hires pass's own settings
         setattr(p, OVERRIDES_ATTR, overrides)
     return apply
 
@@ -167,6 +193,9 @@ def make_axis_options(axis_option):
         param = P.PARAM_BY_NAME[name]
         if param.kind == "float":
             options.append(axis_option(label, float, _axis_apply(name), confirm=_axis_confirm(name)))
+        elif param.kind == "choice":
+            options.append(axis_option(label, str, _axis_apply(name), confirm=_axis_confirm(name),
+                                       choices=lambda c=list(param.choices): c))
         elif param.kind == "bool":
             options.append(axis_option(label, str, _axis_apply(name), choices=lambda: ["True", "False"],
                                        confirm=_axis_confirm(name)))
@@ -227,6 +256,8 @@ def hints():
     """Control label -> hover text (the WebUI's ``titles`` table is keyed by label)."""
     out = {TITLE: "Smoothed Energy Guidance: guide away from a prediction made with blurred self-attention "
                   "queries (Hong, NeurIPS 2024)."}
+    out[HIRES_LABEL] = ("A separate SEG setting for the hires fix's second pass (off by default: that pass uses "
+                        "the settings above).")
     for param in P.PARAMS:
         out[param.label] = param.hint
     return out

@@ -73,15 +73,19 @@ class Script(scripts.Script):
         keys = {param.infotext for param in seg_params.PARAMS if param.infotext}
         info = {k: v for k, v in p.extra_generation_params.items() if k not in keys}
         if settings is not None and settings.active:
-            info.update(seg_params.infotext(settings))
+            info.update(seg_params.infotext(settings, hires_fix=bool(getattr(p, "enable_hr", False))))
         p.extra_generation_params = info
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         settings = getattr(p, SETTINGS_ATTR, None)
         if settings is None or not settings.active:
             return
+        # Every host sets p.is_hr_pass before calling this for the hires fix's second pass.
+        this_pass = settings.for_pass(bool(getattr(p, "is_hr_pass", False)))
+        if not this_pass.active:
+            return
         try:
-            started = get_adapter().start(p, settings)
+            started = get_adapter().start(p, this_pass)
         except seg_params.SegParamError as error:
             _refuse(error, getattr(p, "sampler", None), "sample", "sample_img2img")
             started = False

@@ -102,8 +102,33 @@ def test_infotext_written_and_pasted_back(host, sd15):
     text = ", ".join(f"{k}: {json.dumps(v) if ',' in v else v}" for k, v in info.items())
     fields = dict(part.split(": ", 1) for part in _split(text))
     pasted = [host.ui.paste_value(param.name, fields) for param in params.PARAMS]
-    assert pasted == args[:2] + ["16"] + args[3:]
+    defaults = [host.ui.control_value(param, param.default) for param in params.PARAMS[len(args):]]
+    assert pasted == args[:2] + ["16"] + args[3:] + defaults
     assert params.settings_from_args(pasted) == params.settings_from_args(args)
+
+
+@pytest.mark.parametrize("hires", ["same", "own", "off"])
+def test_mode_and_hires_override_infotext_written_and_pasted_back(host, sd15, hires):
+    """Positional args in UI order (the original seven, then mode and the hires override); keys of the
+    override only when it is on and the generation has a hires pass; paste restores every control."""
+    from lib_seg import params
+    args = [True, 2.5, "4", "mid", 0, 1, 0, "identity", hires, 1.5, "inf", "d4-5", "blur"]
+    _, _, p = run(host, sd15, args, enable_hr=True, hr_scale=1.5, steps=2)
+    info = p.extra_generation_params
+    expected = {"SEG scale": "2.5", "SEG sigma": "4", "SEG layers": "mid", "SEG mode": "identity"}
+    if hires == "off":
+        expected["SEG hires"] = "off"
+    if hires == "own":
+        expected.update({"SEG hires": "own", "SEG hires scale": "1.5", "SEG hires sigma": "inf",
+                         "SEG hires layers": "d4-5"})
+    assert info == expected
+    pasted = [host.ui.paste_value(param.name, info) for param in params.PARAMS]
+    restored = params.settings_from_args(pasted)
+    assert (restored.mode, restored.hires) == ("identity", hires)
+    if hires == "own":
+        assert restored == params.settings_from_args(args)
+    _, _, p = run(host, sd15, args, steps=2)  # no hires pass: nothing about it in the infotext
+    assert p.extra_generation_params == {k: v for k, v in expected.items() if not k.startswith("SEG hires")}
 
 
 def _split(text):
@@ -147,7 +172,8 @@ def test_xyz_axes_registered_apply_and_enable(host, sd15):
         scripts.scripts_data.pop()
     labels = [o.label for o in xyz.axis_options]
     assert labels == ["Nothing", "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale",
-                      "SEG enabled"]
+                      "SEG perturbation", "SEG hires pass", "SEG hires scale", "SEG hires sigma", "SEG hires layers",
+                      "SEG hires perturbation", "SEG enabled"]
     axis = {o.label: o for o in xyz.axis_options}
     axis["SEG sigma"].confirm(None, ["inf", "4", "∞"])
     with pytest.raises(ValueError, match="SEG sigma"):

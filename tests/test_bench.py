@@ -33,6 +33,10 @@ def test_benchmark_runs_end_to_end_on_a_tiny_unet(tmp_path, capsys):
         bound = 2 * (layer["tokens"] + layer["channels"]) * u * layer["max_abs_out"]
         assert layer["max_abs_diff"] <= bound, (name, layer["max_abs_diff"], bound)
     assert r["selected_layers"] == ["middle_block.1.transformer_blocks.0.attn1"]
+    # PAG rows: timed beside SEG's, and the batched rows compute what the separate pass does (fp32 round-off,
+    # ~1e-6 of outputs of order 1, against an effect of PAG on the step's output of order 1e-2 or more)
+    assert {"pag_batched_over_cfg", "pag_within_limit", "pag_batched_over_separate"} <= set(r["criterion"])
+    assert r["pag"]["batched_vs_separate_max_abs_diff"] < 1e-4 < r["pag"]["pag_effect_max_abs"]
     rows = data["checks"]["rows"]
     assert rows["disabled"]["rows_per_call"] == [2, 2, 2, 2]
     assert rows["scale 0"] == {"rows_per_call": [2, 2, 2, 2], "patches_installed": 1}
@@ -40,7 +44,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_unet(tmp_path, capsys):
     assert rows["active, separate pass"]["rows_per_call"] == [2, 1] * 4
     assert data["checks"]["blur_cache"]["cache"]["hits"] > 0
     out = capsys.readouterr().out
-    assert "criterion:" in out and "CFG+SEG separate pass" in out
+    assert "criterion:" in out and "CFG+SEG separate pass" in out and "CFG+PAG separate pass" in out
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak RSS per variant needs Linux")

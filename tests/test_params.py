@@ -50,6 +50,12 @@ ROUND_TRIP = [
     SegSettings(enabled=True, scale=0.3, sigma=2.0, layers="up", start=0.25, end=0.75, rescale=0.7),
     SegSettings(enabled=True, scale=20, sigma=123456.0, layers="d2.2-9", start=0.5, end=0.5),
     SegSettings(enabled=True, scale=1 / 3, sigma=0.1 + 0.2, layers="all", end=0.9),
+    SegSettings(enabled=True, scale=2, layers="d0-3, m0", mode="identity"),
+    SegSettings(enabled=True, mode="identity", hires="own", hr_scale=1.25, hr_sigma=4.0, hr_layers="m0, u0-1",
+                hr_mode="identity", rescale=0.5),
+    SegSettings(enabled=True, sigma=1.0, hires="own", hr_scale=0.0, hr_layers="all"),
+    SegSettings(enabled=True, scale=4, hires="off"),
+    SegSettings(enabled=True, scale=0, hires="own", hr_scale=3, hr_sigma=2.0),  # SEG in the hires pass only
 ]
 
 
@@ -73,6 +79,44 @@ def test_infotext_contents():
     assert infotext(SegSettings(enabled=True, scale=0)) == {}
 
 
+def test_infotext_of_mode_and_hires_override():
+    """The mode only when it is not blur; the override's keys only when it is on and a hires pass runs; its
+    hr_* keys only with own settings (the hires mode, like the main one, only when not blur)."""
+    base = {"SEG scale": "3", "SEG sigma": "inf", "SEG layers": "mid"}
+    assert infotext(SegSettings(enabled=True, mode="blur")) == base
+    assert infotext(SegSettings(enabled=True, mode="identity")) == {**base, "SEG mode": "identity"}
+    # hr_* values that differ from their defaults are still not written while the override is off
+    same = SegSettings(enabled=True, hires="same", hr_scale=1.0, hr_mode="identity")
+    assert infotext(same) == base and infotext(same, hires_fix=False) == base
+    off = SegSettings(enabled=True, hires="off", hr_scale=1.0)
+    assert infotext(off) == {**base, "SEG hires": "off"}
+    own = SegSettings(enabled=True, hires="own", hr_scale=1.5, hr_sigma=4.0, hr_layers="u0")
+    assert infotext(own) == {**base, "SEG hires": "own", "SEG hires scale": "1.5", "SEG hires sigma": "4",
+                             "SEG hires layers": "u0"}
+    assert infotext(own, hires_fix=False) == base  # no hires pass: nothing to say about it
+    # SEG only in a hires pass that does not run: nothing ran
+    assert infotext(dataclasses.replace(own, scale=0), hires_fix=False) == {}
+    assert infotext(dataclasses.replace(own, hr_mode="identity"))["SEG hires mode"] == "identity"
+    # pasting an infotext without hires keys turns the override off and resets its fields
+    assert settings_from_infotext(base) == SegSettings(enabled=True).as_dict()
+
+
+def test_settings_for_each_pass():
+    plain = SegSettings(enabled=True, scale=4, sigma=2.0, layers="up", mode="identity", hr_scale=1.0)
+    assert plain.for_pass(False) is plain and plain.for_pass(True) is plain  # override off: as before, unchanged
+    own = dataclasses.replace(plain, hires="own", hr_sigma=8.0, hr_layers="m0", hr_mode="blur", start=0.2, rescale=0.3)
+    first, second = own.for_pass(False), own.for_pass(True)
+    assert first == dataclasses.replace(own, hires="same")
+    assert (second.scale, second.sigma, second.layers, second.mode) == (1.0, 8.0, "m0", "blur")
+    assert (second.start, second.end, second.rescale, second.hires) == (0.2, 1.0, 0.3, "same")  # shared fields
+    off = dataclasses.replace(plain, hires="off")
+    assert off.for_pass(False).active and not off.for_pass(True).active
+    hires_only = SegSettings(enabled=True, scale=0, hires="own", hr_scale=2)
+    assert hires_only.active and not hires_only.for_pass(False).active and hires_only.for_pass(True).active
+    assert not dataclasses.replace(hires_only, hr_scale=0).active
+    assert not dataclasses.replace(hires_only, enabled=False).for_pass(True).active
+
+
 def test_settings_from_infotext():
     assert settings_from_infotext({"Steps": "20"}) == {}
     pasted = settings_from_infotext({"SEG scale": "4", "Steps": "20"})
@@ -89,8 +133,15 @@ def test_positional_args():
     full = settings_from_args([True, 4.0, 8, "d0-3", 0.1, 0.9, 0.2])
     assert full == SegSettings(True, 4.0, 8.0, "d0-3", 0.1, 0.9, 0.2) and full.active
     assert settings_from_args((True, 2, None)) == SegSettings(enabled=True, scale=2)  # None = default
-    with pytest.raises(SegParamError, match="at most 7"):
+    # The seven values of the first versions keep their meaning; mode and the hires override come after.
+    assert full.mode == "blur" and full.hires == "same" and full.for_pass(True) is full
+    longer = settings_from_args([True, 4.0, 8, "d0-3", 0.1, 0.9, 0.2, "identity", "own", 1.5, "2", "u0", "identity"])
+    assert longer == SegSettings(True, 4.0, 8.0, "d0-3", 0.1, 0.9, 0.2, mode="identity", hires="own", hr_scale=1.5,
+                                 hr_sigma=2.0, hr_layers="u0", hr_mode="identity")
+    with pytest.raises(SegParamError, match="SEG perturbation \\(mode\\): got 'extra'; accepted: blur or identity"):
         settings_from_args([True, 3, 1, "mid", 0, 1, 0, "extra"])
+    with pytest.raises(SegParamError, match="at most 13"):
+        settings_from_args([True, 3, 1, "mid", 0, 1, 0, "blur", "same", 3, "inf", "mid", "blur", "extra"])
 
 
 def test_named_args_and_strings():
@@ -127,6 +178,13 @@ def test_settings_are_immutable_and_validated_on_replace():
     ([True, 3, 1, "mid", 1.5], "SEG start (start): got 1.5 (out of range); accepted: a number from 0 to 1"),
     ([True, 3, 1, "mid", 0.6, 0.4], "SEG end (end) = 0.4 is before SEG start (start) = 0.6"),
     ([True, 3, 1, "mid", 0, 1, -0.1], "SEG rescale (rescale): got -0.1 (out of range)"),
+    ([True, 3, 1, "mid", 0, 1, 0, "pag"], "SEG perturbation (mode): got 'pag'; accepted: blur or identity"),
+    ([True, 3, 1, "mid", 0, 1, 0, 1], "SEG perturbation (mode): got 1; accepted: blur or identity"),
+    ([True, 3, 1, "mid", 0, 1, 0, "blur", True], "SEG hires pass (hires): got True; accepted: same or own or off"),
+    ([True, 3, 1, "mid", 0, 1, 0, "blur", "own", 21], "SEG hires scale (hr_scale): got 21 (out of range)"),
+    ([True, 3, 1, "mid", 0, 1, 0, "blur", "own", 2, 0], "SEG hires sigma (hr_sigma): got 0 (must be > 0)"),
+    ([True, 3, 1, "mid", 0, 1, 0, "blur", "own", 2, 1, "x9"], "SEG hires layers (hr_layers): got 'x9'"),
+    ([True, 3, 1, "mid", 0, 1, 0, "blur", "own", 2, 1, "m0", "none"], "SEG hires perturbation (hr_mode): got 'none'"),
     (["yes"], "SEG enabled (enabled): got 'yes'; accepted: true or false"),
     ([2], "SEG enabled (enabled): got 2"),
 ])
@@ -154,12 +212,22 @@ def test_parse_value_for_xyz_axes():
 
 
 def test_table_drives_settings_and_ui():
-    assert [p.name for p in PARAMS] == ["enabled", "scale", "sigma", "layers", "start", "end", "rescale"]
+    # positional order: the original seven first (old payloads keep working), then mode and the hires override
+    assert [p.name for p in PARAMS] == ["enabled", "scale", "sigma", "layers", "start", "end", "rescale",
+                                        "mode", "hires", "hr_scale", "hr_sigma", "hr_layers", "hr_mode"]
     assert SegSettings().as_dict() == {p.name: p.default for p in PARAMS}
+    assert SegSettings().mode == "blur" and SegSettings().hires == "same"
     assert {p.infotext for p in PARAMS if p.infotext} == {
-        "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale"}
+        "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale", "SEG mode",
+        "SEG hires", "SEG hires scale", "SEG hires sigma", "SEG hires layers", "SEG hires mode"}
+    for hr, main in params.HIRES_FIELDS.items():  # each hires field mirrors its main field
+        a, b = params.PARAM_BY_NAME[hr], params.PARAM_BY_NAME[main]
+        assert (a.kind, a.default, a.minimum, a.maximum, a.choices, a.group) == (b.kind, b.default, b.minimum,
+                                                                                 b.maximum, b.choices, "hires")
     for p in PARAMS:
-        assert p.label and p.hint and p.kind in ("bool", "float", "sigma", "layers")
+        assert p.label and p.hint and p.kind in ("bool", "float", "sigma", "layers", "choice")
+        if p.kind == "choice":
+            assert p.default in p.choices and len(p.choice_labels) == len(p.choices)
         if p.kind == "float":
             assert p.minimum <= p.default <= p.maximum and p.step
         for choice in p.choices:  # every suggested choice is itself valid

@@ -45,12 +45,43 @@ def test_controls_follow_the_param_table(accordion):
             assert isinstance(control, gr.Dropdown) and control.label == param.label
             choices = [c[0] if isinstance(c, tuple) else c for c in control.choices]
             assert choices == list(param.choices)
+        elif param.kind == "choice":  # a radio showing words, holding the API values
+            assert isinstance(control, gr.Radio) and control.label == param.label
+            assert [tuple(c) for c in control.choices] == list(zip(param.choice_labels, param.choices))
     enabled = controls[0]
     assert isinstance(enabled, gr.Checkbox) and enabled.value is False
     if accordion == "input_accordion":
         assert isinstance(enabled, cls) and enabled.label == ui.TITLE
     assert [f[0] for f in script.infotext_fields] == controls
-    assert script.paste_field_names == ["SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale"]
+    assert script.paste_field_names == ["SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale",
+                                        "SEG mode", "SEG hires", "SEG hires scale", "SEG hires sigma",
+                                        "SEG hires layers", "SEG hires mode"]
+
+
+def _dependencies(blocks):
+    """(trigger id, event, input ids, output ids, fn) of every event listener of a gradio 3.41 Blocks."""
+    out = []
+    for dep, fn in zip(blocks.dependencies, blocks.fns):
+        for target in dep["targets"]:
+            trigger = target if isinstance(target, int) else target[0]
+            event = dep.get("trigger") if isinstance(target, int) else target[1]
+            out.append((trigger, event, dep["inputs"], dep["outputs"], fn.fn))
+    return out
+
+
+def test_hires_sub_group_is_collapsed_and_identity_greys_out_sigma():
+    script = FakeScript()
+    with gr.Blocks() as blocks:
+        controls = dict(zip([p.name for p in P.PARAMS], ui.build(script, False, input_accordion=False)))
+    hires_group = [b for b in blocks.blocks.values() if isinstance(b, gr.Accordion) and b.label == ui.HIRES_LABEL]
+    assert len(hires_group) == 1 and hires_group[0].open is False  # collapsed, and the override is off by default
+    assert controls["hires"].value == "same"
+    for mode, sigma in (("mode", "sigma"), ("hr_mode", "hr_sigma")):
+        listeners = [d for d in _dependencies(blocks) if d[0] == controls[mode]._id]
+        assert len(listeners) == 1
+        _, event, inputs, outputs, fn = listeners[0]
+        assert event == "change" and inputs == [controls[mode]._id] and outputs == [controls[sigma]._id]
+        assert fn("identity")["interactive"] is False and fn("blur")["interactive"] is True
 
 
 def test_sigma_choices_include_inf_and_paper_sweep():
@@ -101,3 +132,16 @@ def test_xyz_axis_options_with_any_axis_class():
     assert options["SEG sigma"].format_value(p, options["SEG sigma"], "∞") == "SEG sigma: inf"
     settings = ui.settings_for(p, [False])
     assert settings.enabled and settings.start == 0.25
+
+    # the mode axis compares SEG and PAG; a hires axis turns the hires pass's own settings on
+    assert options["SEG perturbation"].choices() == ["blur", "identity"]
+    options["SEG perturbation"].apply(p, "identity", [])
+    options["SEG hires scale"].apply(p, 1.5, [])
+    settings = ui.settings_for(p, [True, 3.0, "2"])
+    assert (settings.mode, settings.hires, settings.hr_scale, settings.sigma) == ("identity", "own", 1.5, 2.0)
+    q = P_()
+    options["SEG hires pass"].apply(q, "off", [])
+    options["SEG hires scale"].apply(q, 2.0, [])
+    assert ui.settings_for(q, [True]).hires == "off"  # an explicit hires-pass axis value wins
+    with pytest.raises(P.SegParamError, match="SEG perturbation"):
+        options["SEG perturbation"].confirm(q, ["blur", "pag"])

@@ -10,7 +10,8 @@ clone of ``p.sd_model.forge_objects.unet``:
   UNet once, cut the SEG rows' output off and keep it, return the original rows so the host's CFG
   sees exactly what it would without us;
 * attn1 replace patches on the selected layers: the host's own attention function, with the SEG
-  rows' queries smoothed (``lib_seg.attention.attend_smoothed``); the token grid comes from the
+  rows' queries smoothed (``lib_seg.attention.attend_smoothed``), or in ``identity`` mode the SEG rows'
+  values passed through (``attend_identity``; the host applies to_out); the token grid comes from the
   ``original_shape`` the UNet puts into ``transformer_options`` (non-square, hires passes);
 * post-CFG function: add ``s * sum_k w_k (cond_k - seg_k)`` (AND prompts weighted as the host
   weights its cond entries) and the optional rescale. Registered without
@@ -26,7 +27,7 @@ import math
 import torch
 
 from .. import layers as seg_layers
-from ..attention import attend_smoothed
+from ..attention import attend_identity, attend_smoothed
 from ..grid import token_grid
 from ..guidance import rescale_denoised, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
@@ -111,7 +112,7 @@ class SegPatch:
     # Closures rather than bound methods: the patcher's clone() deep-copies model_options, and a deep
     # copy of a bound method would copy this object (and split the stash in two).
     def _attn1(self, previous):
-        sigma = self.settings.sigma
+        sigma, mode = self.settings.sigma, self.settings.mode
         attention = self.attention
 
         def seg_attn1(q, k, v, extra_options):
@@ -127,6 +128,8 @@ class SegPatch:
                 if previous is not None:
                     return previous(q, k, v, extra_options)
                 return attention(q, k, v, heads, extra_options)
+            if mode == "identity":  # the SEG rows output their values; the host applies to_out after us
+                return attend_identity(attend, lambda rows: v[rows], q, seg)
             shape = extra_options["original_shape"]
             grid = token_grid((shape[-2], shape[-1]), q.shape[1])
             return attend_smoothed(attend, q, seg, grid, sigma)

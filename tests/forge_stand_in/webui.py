@@ -3,6 +3,8 @@ txt2img (+ hires) flow, as far as a script's process_before_every_sampling is co
 
 - processing.py: before every sampling pass the host resets ``sd_model.forge_objects`` to a shallow copy
   of ``forge_objects_after_applying_lora`` and then calls the scripts' process_before_every_sampling.
+  ``sample_hr_pass`` sets ``p.is_hr_pass`` True first and back to False at its end (Forge dfdcbab6
+  modules/processing.py, reForge 3b56b268 the same), so the scripts' hooks of the hires pass see it.
   Forge's hires pass calls process_before_every_sampling once before that reset and once after it;
   reForge resets first and calls it once.
 - sd_samplers_cfg_denoiser.py: the denoiser reads ``forge_objects.unet`` on every call, turns the A1111
@@ -102,6 +104,7 @@ class Processing:
         self.hr_latent_hw, self.hr_steps, self.denoising_strength = hr_latent_hw, hr_steps, denoising_strength
         self.scripts = []
         self.sampler = None
+        self.is_hr_pass = False  # processing.py: True from the start of sample_hr_pass to its end
 
     def _before_sampling(self):
         for script in self.scripts:
@@ -116,10 +119,13 @@ class Processing:
         samples = self.sampler.sample(self, x, self.c, self.uc)
         if self.hr_latent_hw is None:
             return samples
+        self.is_hr_pass = True
         samples = torch.nn.functional.interpolate(samples, size=tuple(self.hr_latent_hw), mode="bilinear")
         noise = torch.randn(samples.shape, generator=generator)
         if self.flavor == "forge":
             self._before_sampling()
         self.sd_model.forge_objects = self.sd_model.forge_objects_after_applying_lora.shallow_copy()
         self._before_sampling()
-        return self.sampler.sample_img2img(self, samples, noise, self.c, self.uc, steps=self.hr_steps)
+        samples = self.sampler.sample_img2img(self, samples, noise, self.c, self.uc, steps=self.hr_steps)
+        self.is_hr_pass = False
+        return samples
