@@ -39,8 +39,9 @@ try:  # optional: faster pixel statistics
 except Exception:  # noqa: BLE001
     _np = None
 
-# The extension's API name and parameter order: lib_seg.ui.API_NAME and lib_seg.params.API_NAMES
-# (restated, not imported, so that this file runs anywhere; tests/test_selfcheck.py keeps them equal).
+# The extension's API name and the first parameters of its positional order: lib_seg.ui.API_NAME and
+# lib_seg.params.API_NAMES (restated, not imported, so that this file runs anywhere; tests/test_selfcheck.py
+# keeps them equal). Later parameters (perturbation mode, hires override) are appended and take defaults.
 SEG_API_NAME = "smoothed energy guidance (seg)"
 SEG_ARG_NAMES = ("enabled", "scale", "sigma", "layers", "start", "end", "rescale")
 SEG_SIGMA_AXIS = "SEG sigma"    # the X/Y/Z axis label (lib_seg.params label of "sigma")
@@ -542,8 +543,8 @@ class SelfCheck:
         detail = f"in {' and '.join(where)}"
         if counts:
             detail += f"; script-info: {counts[0]} args"
-            if any(n != len(SEG_ARG_NAMES) for n in counts):
-                return "FAIL", detail + f" (expected {len(SEG_ARG_NAMES)}: {', '.join(SEG_ARG_NAMES)})", {}
+            if any(n < len(SEG_ARG_NAMES) for n in counts):  # later parameters are appended after these
+                return "FAIL", detail + f" (expected at least {len(SEG_ARG_NAMES)}: {', '.join(SEG_ARG_NAMES)})", {}
         if len(where) < 2:
             return "FAIL", detail + " only", {}
         return "PASS", detail, {}

@@ -1,30 +1,29 @@
 """Identity-attention mode (PAG) and the hires-fix override on the A1111 1.10.1 stand-in, through the entry
 script (scripts/seg.py), on real ldm UNets and k-diffusion's Euler sampler.
 
-Tolerance of the batched-vs-separate comparisons: ROUND_OFF = 3e-5 of the samples' scale. The two paths
-differ only in fp32 summation order (batch-size-dependent GEMM/conv blocking; AVX2 vs AVX-512 reduction
-trees). One UNet output differs by about sqrt(K)·u relative (u = 2^-24 ≈ 6e-8, K ≤ 1152 for the 3×3
-convolutions over 128 channels): measured 1.0–1.8e-6 (tests/test_identity_attention.py). A step's guided
-prediction combines predictions with coefficients up to 1 + w + s (8.5 here), which enters the sample
-scaled by the step size, over 4 steps. Measured on this machine (AVX-512, its default; and with
-ATEN_CPU_CAPABILITY=avx2 and =default): 0.9–1.6e-6 of the sample's scale batched, 3.1–5.0e-6 chunked (batch_cond_uncond off: the host's calls
-then have other batch sizes than the reference's). 3e-5 keeps a 6x margin over the largest, and is ~500x
-below the smallest effect under test (identity vs plain or vs blur: 1.45e-2 of the scale; asserted > EFFECT).
+Batched-vs-separate comparisons run in float64 with the bound of tests/precision.py (a module fixture);
+each also asserts an effect above EFFECT of the scale.
 """
 import pytest
 import torch
 
 from a1111_stand_in import harness as H
 from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
+from precision import assert_same_arithmetic, float64
 from test_a1111_pass import run
 
-ROUND_OFF = 3e-5
 EFFECT = 5e-3
 
 
+@pytest.fixture(scope="module", autouse=True)
+def in_float64():
+    """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
+    with float64():
+        yield
+
+
 def assert_round_off(got, want):
-    error, scale = (got - want).abs().max().item(), want.abs().max().item()
-    assert error <= ROUND_OFF * scale, f"max difference {error:g} at scale {scale:g}"
+    assert_same_arithmetic(got, want)
 
 
 def assert_effect(a, b):

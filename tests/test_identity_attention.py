@@ -2,15 +2,8 @@
 UNet pass in which the selected self-attention layers return their value projection (through to_out), and
 the other rows are untouched. Also the host-free denoiser in this mode.
 
-Tolerance of every batched-vs-separate comparison here: ROUND_OFF (relative to the output's scale). The two
-computations differ only in fp32 summation order (GEMM/conv blocking depends on the batch size, and the
-AVX2 and AVX-512 kernels use different reduction trees). Unit round-off is u = 2^-24 ≈ 6e-8; a dot product
-of length K typically errs by about sqrt(K)·u relative, and the longest reductions of these UNets are the
-3×3 convolutions over 128 channels (K = 1152): ≈ 2e-6 per layer, not compounding much through the residual
-stream. Measured on this project's machine: 1.0e-6 to 1.8e-6 of the output scale with AVX-512 (its
-default), ATEN_CPU_CAPABILITY=avx2 and =default. 1e-5 leaves a 5x margin over that, and stays > 300x below the effect under
-test: each test asserts the identity rows differ from unperturbed rows by more than EFFECT (≥ 2e-2 relative
-measured for the smallest case, the SD1.5-like middle block).
+Every batched-vs-separate comparison here runs in float64 with the bound of tests/precision.py (a module
+fixture); each test also asserts the perturbation's effect exceeds EFFECT of the scale.
 """
 import math
 
@@ -23,15 +16,21 @@ from lib_seg.layers import select_self_attention
 from lib_seg.params import SegSettings
 from lib_seg.session import SegSession
 from ldm_wrap import denoiser_for, sampling
+from precision import assert_same_arithmetic, float64
 from unets import CONTEXT_DIM, sd15_like, sdxl_like
 
-ROUND_OFF = 1e-5   # relative to the output scale; see the module docstring
 EFFECT = 1e-2      # relative: the identity rows must differ from unperturbed ones by more than this
 
 
+@pytest.fixture(scope="module", autouse=True)
+def in_float64():
+    """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
+    with float64():
+        yield
+
+
 def assert_round_off(got, want):
-    error, scale = (got - want).abs().max().item(), want.abs().max().item()
-    assert error <= ROUND_OFF * scale, f"max difference {error:g} at scale {scale:g}"
+    assert_same_arithmetic(got, want)
 
 
 def assert_effect(perturbed, plain):
@@ -110,7 +109,7 @@ def test_attend_identity_rows_and_the_unsplit_form():
     """Every position of the SEG rows, and only of them, gets its own value; the unsplit form (for foreign
     hooks that need the whole batch) gives the same result."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(5, 12, 8, dtype=torch.float64) for _ in range(3))
+    q, k, v = (torch.randn(5, 12, 8) for _ in range(3))
 
     def attend(q_rows, kv_rows):
         weights = torch.softmax(q_rows @ k[kv_rows].transpose(1, 2) / math.sqrt(8), dim=-1)
@@ -122,7 +121,7 @@ def test_attend_identity_rows_and_the_unsplit_form():
         expected_seg[seg] = v[seg]
         for split in (True, False):
             out = attend_identity(attend, lambda rows: v[rows], q, seg, split=split)
-            torch.testing.assert_close(out, expected_seg, rtol=1e-12, atol=1e-12)  # float64: exact up to 1 ulp
+            assert_same_arithmetic(out, expected_seg)
 
 
 def test_sigma_is_ignored_in_identity_mode():
@@ -148,7 +147,7 @@ STEPS = 4
 def _sample_identity_reference(unet, spec, scale, x, sigmas, cond):
     """CFG 1 (no uncond pass): eps = cond + s (cond - pag), the PAG prediction from a separate UNet call with
     the value-projection hooks, sampled with the same Euler sampler."""
-    denoiser = denoiser_for(unet)
+    denoiser = denoiser_for(unet).to(torch.get_default_dtype())
 
     def model(x, sigma):
         c = denoiser(x, sigma, cond=cond)
@@ -169,10 +168,10 @@ def test_denoiser_identity_batched_equals_separate_reference_at_cfg_1():
     hooked separate pass. Round-off of a step's guided prediction can be up to (1 + 2s) = 6 times that of one
     UNet output, but it enters the sample scaled by the step size and the sample is dominated by the noise
     it starts from: measured 1.5e-6 to 1.7e-6 of the sample's scale (AVX-512, AVX2, default kernels),
-    inside ROUND_OFF; the guidance changes the sample by 0.13 of its scale."""
+    inside the float64 bound; the guidance changes the sample by 0.13 of its scale."""
     unet = sd15_like()
     settings = SegSettings(enabled=True, mode="identity", layers="d4-5, m0", scale=2.5)
-    denoiser = denoiser_for(unet)
+    denoiser = denoiser_for(unet).to(torch.get_default_dtype())
     sigmas = denoiser.get_sigmas(STEPS)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 24, 16, generator=g) * sigmas[0]
