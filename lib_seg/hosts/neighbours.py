@@ -1,0 +1,47 @@
+"""Other A1111 extensions that run the UNet in a way SEG's extra batch rows cannot share.
+
+SEG adds copies of the cond rows to the host's batch. Most extensions never notice (sd-webui-controlnet in
+its usual modes gives the copies exactly the cond rows' control, because it recognises cond rows by a mark
+in their text conditioning, which the copies carry). A few features read the batch by row *position* or
+replace self-attention themselves; with them SEG would be silently wrong or crash, so SEG steps aside for
+that generation (``conflict(p)`` names the reason; the caller prints it and writes no SEG infotext).
+
+Looked up through the scripts' own objects in ``p.scripts.alwayson_scripts``, by attribute, never by import.
+"""
+
+# sd-webui-controlnet (Mikubill, scripts/enums.py BatchOption.SEPARATE)
+_CN_SEPARATE = "Each ControlNet unit for each image in a batch"
+
+
+def conflict(p):
+    """A one-line reason why SEG cannot run in this generation, or None."""
+    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or ():
+        reason = _controlnet(script)
+        if reason:
+            return reason
+    return None
+
+
+def _controlnet(script):
+    """sd-webui-controlnet (scripts/hook.py, v1.1.455): its hook for this generation is ``latest_network``,
+    installed in Script.process (or before_process_batch with a refiner), so before SEG starts."""
+    network = getattr(script, "latest_network", None)
+    state = getattr(script, "ui_batch_option_state", None)
+    if network is None or not isinstance(state, (list, tuple)) or len(state) < 2:
+        return None
+    params = getattr(network, "control_params", None) or []
+    if state[1]:
+        # StyleAlign runs the self-attention of all cond rows as one sequence: SEG rows would share it.
+        return "ControlNet's batch option 'style align' shares self-attention across the batch rows"
+    if any(getattr(getattr(param, "control_model_type", None), "name", "") == "AttentionInjection" for param in params):
+        # reference_* preprocessors replace every self-attention with their own (keys from a reference pass).
+        return "a ControlNet reference preprocessor replaces the model's self-attention"
+    if state[0] == _CN_SEPARATE and len(params) > 1:
+        # k-th cond row gets unit k mod n: SEG copies sit at other positions and would get other units.
+        return "ControlNet's batch option 'Each ControlNet unit for each image' assigns units by row position"
+    for param in params:
+        for hint in (getattr(param, "hint_cond", None), getattr(param, "hr_hint_cond", None)):
+            if getattr(hint, "ndim", 0) == 4 and hint.shape[0] > 1:
+                # One control image per batch row (batch / AnimateDiff inputs): SEG rows have none.
+                return "ControlNet has one control image per batch row"
+    return None
