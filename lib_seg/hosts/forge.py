@@ -170,9 +170,10 @@ class SegPatch:
         """Where a call cannot be extended: the normal call, then one more for the SEG rows alone."""
         _print_once("separate-pass", f"this UNet call could not be batched ({why}); SEG runs as a separate pass here.")
         n = args["input"].shape[0]
+        # Taken before the host's call: its UNet pops the ControlNet residual lists it is given.
+        c = {key: _take_rows(value, n, rows) for key, value in args["c"].items() if key != "transformer_options"}
         self.calls.append((n, None))
         out = run(apply_model, args)
-        c = {key: _take_rows(value, n, rows) for key, value in args["c"].items() if key != "transformer_options"}
         options = dict(args["c"].get("transformer_options", {}))
         options["cond_or_uncond"] = [0] * len(cond_chunks)
         options[SEG_ROWS_KEY] = slice(0, len(rows))
