@@ -225,3 +225,55 @@ def test_attention_sharing_features_step_aside(host, sd15, nets, capsys, feature
     finally:
         counter.close()
     assert_stepped_aside(capsys, p, counter.calls, 2, "self-attention")
+
+
+# ---------------------------------------------------------------- Tiled Diffusion (multidiffusion-upscaler)
+
+def _tiled_run(host, model, seg_args, tile_batch_size, capsys=None):
+    from a1111_stand_in.tiled_diffusion_ext import TiledDiffusionScript
+    from modules import processing
+    host.use_model(model)
+    c, uc = H.conds([[(1, 1.0)]], [2])
+    tiled = TiledDiffusionScript(tile=16, overlap=8, tile_batch_size=tile_batch_size)
+    runner = host.make_runner(other_scripts=[tiled])
+    p = processing.StableDiffusionProcessingTxt2Img(c, uc, scripts=runner, script_args=host.script_args(seg_args, runner),
+                                                    width=192, height=192)
+    has_seg = []
+    from lib_seg.hosts import a1111
+    real_begin = a1111.SegSession.begin_call
+
+    def begin_call(session, n_rows, latent_hw):
+        call = real_begin(session, n_rows, latent_hw)
+        has_seg.append(call.has_seg)
+        return call
+
+    a1111.SegSession.begin_call = begin_call
+    try:
+        samples = processing.process_images(p).samples
+    finally:
+        a1111.SegSession.begin_call = real_begin
+    return samples, has_seg, p
+
+
+@pytest.mark.parametrize("tile_batch_size", [1, 4])
+def test_tiled_diffusion_steps_aside(host, sd15, capsys, tile_batch_size):
+    """192 px = a 24x24 latent in 2x2 tiles of 16 (overlap 8). Tiled Diffusion calls the UNet per tile batch
+    below the CFG denoiser; SEG steps aside and the image is Tiled Diffusion's own."""
+    plain, _, _ = _tiled_run(host, sd15, [False], tile_batch_size)
+    capsys.readouterr()
+    got, has_seg, p = _tiled_run(host, sd15, SEG, tile_batch_size)
+    assert not any(has_seg)
+    assert not any(key.startswith("SEG") for key in p.extra_generation_params)
+    assert "[SEG] skipped for this generation: Tiled Diffusion runs the UNet tile by tile" in capsys.readouterr().out
+    assert torch.equal(got, plain)
+
+
+@pytest.mark.parametrize("tile_batch_size, expected", [(1, [True, False, False, False]), (4, [False])])
+def test_tiled_diffusion_would_get_seg_on_one_tile_only(host, sd15, monkeypatch, tile_batch_size, expected):
+    """Why SEG steps aside: let it run and the row cursor gives SEG rows to the first tile's call only (tile
+    batch 1), or to no call at all (4 tiles in one call of 4x the step's rows), while the infotext says SEG."""
+    from lib_seg.hosts import neighbours
+    monkeypatch.setattr(neighbours, "conflict", lambda p: None)
+    _, has_seg, p = _tiled_run(host, sd15, SEG, tile_batch_size)
+    assert has_seg == expected * 4
+    assert p.extra_generation_params["SEG sigma"] == "2"

@@ -16,7 +16,7 @@ _CN_SEPARATE = "Each ControlNet unit for each image in a batch"
 def conflict(p):
     """A one-line reason why SEG cannot run in this generation, or None."""
     for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or ():
-        reason = _controlnet(script)
+        reason = _controlnet(script) or _tiled_diffusion(script, p)
         if reason:
             return reason
     return None
@@ -45,3 +45,15 @@ def _controlnet(script):
                 # One control image per batch row (batch / AnimateDiff inputs): SEG rows have none.
                 return "ControlNet has one control image per batch row"
     return None
+
+
+def _tiled_diffusion(script, p):
+    """Tiled Diffusion / DemoFusion (multidiffusion-upscaler-for-automatic1111, 22798f68): the sampler its
+    create_sampler hijack made for this pass is its delegate's ``sampler_raw``; the delegate replaced the
+    k-diffusion model's forward and runs the UNet once per batch of tiles, each tile holding all rows, so
+    SEG's position-based rows would match the first tile only."""
+    delegate = getattr(script, "delegate", None)
+    sampler = getattr(p, "sampler", None)
+    if delegate is None or sampler is None or getattr(delegate, "sampler_raw", None) is not sampler:
+        return None
+    return f"{script.title()} runs the UNet tile by tile"
