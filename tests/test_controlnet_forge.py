@@ -177,3 +177,93 @@ def test_separate_pass_fallback_keeps_the_control():
     assert [rows for rows, _ in patch.calls] == [2, 1]
     (cond_out, seg_out), = patch.stash
     assert relative(seg_out, cond_out) <= 3e-5
+
+
+# ---------------------------------------------------------------- the built-in MultiDiffusion
+
+class MultiDiffusionScript:
+    """extensions-builtin/sd_forge_multidiffusion (Forge dfdcbab6; reForge 3b56b268 alike), restated: before every
+    sampling pass, a patcher clone whose model-function wrapper cuts the call's latent into overlapping tiles,
+    runs ``tile_batch_size`` tiles per call (tile after tile, each holding all the call's rows; text
+    conditioning and timesteps repeated, ``c`` otherwise shared, transformer_options included), sums the
+    outputs and divides by the tile count; ``model_options['tiled_diffusion'] = True``."""
+
+    def __init__(self, tile=16, overlap=8, tile_batch_size=4):
+        self.tile, self.overlap, self.tile_batch_size = tile, overlap, tile_batch_size
+
+    def process_before_every_sampling(self, p):
+        from a1111_stand_in.tiled_diffusion_ext import split_bboxes
+        tile, overlap, per_call = self.tile, self.overlap, self.tile_batch_size
+
+        def wrapper(model_function, args):
+            x, t, c = args["input"], args["timestep"], args["c"]
+            n, _, h, w = x.shape
+            boxes = split_bboxes(h, w, tile, tile, overlap)
+            buffer, count = torch.zeros_like(x), torch.zeros((1, 1, h, w))
+            for i in range(0, len(boxes), per_call):
+                batch = boxes[i:i + per_call]
+                c_tile = dict(c, c_crossattn=c["c_crossattn"].repeat(len(batch), 1, 1))
+                out = model_function(torch.cat([x[:, :, ys, xs] for ys, xs in batch]), t.repeat(len(batch)), **c_tile)
+                for k, (ys, xs) in enumerate(batch):
+                    buffer[:, :, ys, xs] += out[k * n:(k + 1) * n]
+                    count[:, :, ys, xs] += 1
+            return buffer / count
+
+        clone = p.sd_model.forge_objects.unet.clone()
+        clone.set_model_unet_function_wrapper(wrapper)
+        clone.model_options["tiled_diffusion"] = True
+        p.sd_model.forge_objects.unet = clone
+
+    def postprocess(self, p):
+        pass
+
+
+def _tiled(flavor, settings):
+    patcher = UnetPatcher(unet_for(flavor))
+    sd_model = SDModel(patcher)
+    cond, uncond = conds(1)
+    p = Processing(sd_model, cond, uncond, flavor=flavor, latent_hw=(24, 24))
+    p.scripts.append(MultiDiffusionScript())
+    seg = SegScript(flavor, settings, attention=stand_in_attention)
+    p.scripts.append(seg)
+    unet = patcher.model.diffusion_model
+    unet._forge_calls = []
+    try:
+        out = p.sample()
+    finally:
+        seg.postprocess(p)
+    calls, unet._forge_calls = unet._forge_calls, None
+    return out, calls, seg
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_multidiffusion_steps_aside(flavor, capsys):
+    plain, plain_calls, _ = _tiled(flavor, SegSettings(enabled=False))
+    capsys.readouterr()
+    got, calls, seg = _tiled(flavor, SEG)
+    assert seg.started == [False] and calls == plain_calls == [8] * 4   # 4 tiles x (cond + uncond), one call
+    assert "[SEG] skipped for this generation: MultiDiffusion" in capsys.readouterr().out
+    assert torch.equal(got, plain)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_multidiffusion_would_get_seg_on_one_tile_only(flavor, monkeypatch):
+    """Why: without stepping aside SEG's wrapper runs first and extends the call to 3 rows; MultiDiffusion then
+    runs 4 tiles x 3 rows in one call, but the SEG rows' slice in transformer_options still says rows 2..3,
+    i.e. the first tile's SEG row only."""
+    monkeypatch.setattr(forge_host.ForgeAdapter, "start", _start_ignoring_tiles)
+    _, calls, seg = _tiled(flavor, SEG)
+    assert calls == [12] * 4
+    assert [s for _, s in seg.adapter.last_patch.calls] == [slice(2, 3)] * 4
+
+
+_real_start = forge_host.ForgeAdapter.start
+
+
+def _start_ignoring_tiles(self, p, settings):
+    unet = p.sd_model.forge_objects.unet
+    flag = unet.model_options.pop("tiled_diffusion")
+    try:
+        return _real_start(self, p, settings)
+    finally:
+        unet.model_options["tiled_diffusion"] = flag

@@ -329,6 +329,11 @@ class ForgeAdapter:
             print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) has no UNet input/middle blocks "
                   "(SD3, Flux ...); SEG supports SD1.x/SD2.x/SDXL UNets only. Generating without SEG.")
             return False
+        if unet.model_options.get("tiled_diffusion"):
+            # The built-in MultiDiffusion's wrapper runs the UNet per batch of tiles, each tile holding all
+            # rows: the SEG rows' slice would cover the first tile only.
+            print(f"{_PREFIX} skipped for this generation: MultiDiffusion (tiled diffusion) runs the UNet tile by tile.")
+            return False
         try:
             selected = seg_layers.select_layers(diffusion_model, settings.layers)
         except ValueError as error:
