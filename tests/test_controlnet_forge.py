@@ -175,7 +175,7 @@ def test_separate_pass_fallback_keeps_the_control():
     with torch.no_grad():
         wrapper(kmodel.apply_model, args)
     assert [rows for rows, _ in patch.calls] == [2, 1]
-    (cond_out, seg_out), = patch.stash
+    (_, cond_out, seg_out), = patch.stash
     assert relative(seg_out, cond_out) <= 3e-5
 
 
@@ -267,3 +267,59 @@ def _start_ignoring_tiles(self, p, settings):
         return _real_start(self, p, settings)
     finally:
         unet.model_options["tiled_diffusion"] = flag
+
+
+# ---------------------------------------------------------------- a post-CFG guidance with its own UNet pass
+
+class SeparatePassScript:
+    """What Forge's built-in PAG (extensions-builtin/sd_forge_perturbed_attention) and sd-perturbed-attention
+    (pamparamm, 904319bf, pag_nodes.py) do: a post-CFG function that evaluates the cond entries once more,
+    through the host's calc_cond_(uncond_)batch with a copy of ``args['model_options']`` (so through every
+    model-function wrapper in it). Its guidance term is left out here (scale 0): only the extra pass matters."""
+
+    def __init__(self, flavor):
+        self.flavor = flavor
+        self.passes = 0
+
+    def process_before_every_sampling(self, p):
+        from forge_stand_in.sampling import calc_cond_uncond_batch
+        script = self
+
+        def post_cfg(args):
+            calc_cond_uncond_batch(args["model"], args["cond"], None, args["input"], args["sigma"],
+                                   dict(args["model_options"]), script.flavor)
+            script.passes += 1
+            return args["denoised"]
+
+        clone = p.sd_model.forge_objects.unet.clone()
+        clone.set_model_sampler_post_cfg_function(post_cfg)
+        p.sd_model.forge_objects.unet = clone
+
+    def postprocess(self, p):
+        pass
+
+
+def _with_separate_pass(flavor, settings, order):
+    patcher = UnetPatcher(unet_for(flavor))
+    sd_model = SDModel(patcher)
+    cond, uncond = conds(2)
+    p = Processing(sd_model, cond, uncond, batch_size=2, flavor=flavor)
+    seg = SegScript(flavor, settings, attention=stand_in_attention)
+    other = SeparatePassScript(flavor) if order else None
+    p.scripts.extend([other, seg] if order == "before" else [seg, other] if order == "after" else [seg])
+    try:
+        return p.sample(), other
+    finally:
+        seg.postprocess(p)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_a_foreign_pass_after_cfg_does_not_enter_the_seg_term(flavor, order):
+    """The foreign pass goes through SEG's wrapper too (it is in model_options), which stashes a (cond, seg)
+    pair for it. SEG's post-CFG function must use only the host's own cond chunks of the current step, whether
+    the foreign post-CFG function runs before it (same step) or after it (its pair would reach the next step)."""
+    alone, _ = _with_separate_pass(flavor, SEG, None)
+    got, other = _with_separate_pass(flavor, SEG, order)
+    assert other.passes == 4
+    assert torch.equal(got, alone)

@@ -82,7 +82,7 @@ class SegPatch:
         self.settings = settings
         self.attention = attention
         self.progress = progress
-        self.stash = []  # (cond_out, seg_out) per conditional chunk of the current step, in call order
+        self.stash = []  # (step, cond_out, seg_out) per conditional chunk, in call order
         self.calls = []  # (rows, seg slice or None) per UNet call, for tests and diagnostics
 
     # ---- installation -------------------------------------------------------------------------
@@ -161,7 +161,7 @@ class SegPatch:
             patch.calls.append((seg.stop, seg))
             out = run(apply_model, extended)
             for j, i in enumerate(cond_chunks):
-                patch.stash.append((out[i * b:(i + 1) * b], out[n + j * b:n + (j + 1) * b]))
+                patch._keep(out[i * b:(i + 1) * b], out[n + j * b:n + (j + 1) * b])
             return out[:n]
 
         return seg_model_function_wrapper
@@ -183,15 +183,27 @@ class SegPatch:
         self.calls.append((len(rows), slice(0, len(rows))))
         seg_out = run(apply_model, seg_args)
         for j, i in enumerate(cond_chunks):
-            self.stash.append((out[i * b:(i + 1) * b], seg_out[j * b:(j + 1) * b]))
+            self._keep(out[i * b:(i + 1) * b], seg_out[j * b:(j + 1) * b])
         return out
+
+    def _keep(self, cond_out, seg_out):
+        self.stash.append((self._where(), cond_out, seg_out))
+
+    def _where(self):
+        return self.progress() if self.progress is not None else None
 
     def _post_cfg(self):
         patch = self
 
         def seg_post_cfg_function(args):
             denoised = args["denoised"]
-            pairs, patch.stash = patch.stash, []
+            # Only this step's host evaluation: its cond chunks come first. A post-CFG guidance with its own
+            # pass (Forge's PAG, sd-perturbed-attention) runs that pass through our wrapper too, before us in
+            # this step or after us (then its pair is left from the previous step); neither belongs here.
+            where, stashed, patch.stash = patch._where(), patch.stash, []
+            pairs = [(cond, seg) for step, cond, seg in stashed if step == where]
+            if args.get("cond"):
+                pairs = pairs[:len(args["cond"])]
             if not pairs:
                 return denoised
             weights = _cond_weights(args.get("cond"), len(pairs))
