@@ -277,3 +277,50 @@ def test_tiled_diffusion_would_get_seg_on_one_tile_only(host, sd15, monkeypatch,
     _, has_seg, p = _tiled_run(host, sd15, SEG, tile_batch_size)
     assert has_seg == expected * 4
     assert p.extra_generation_params["SEG sigma"] == "2"
+
+
+# ---------------------------------------------------------------- Dynamic Thresholding, Regional Prompter
+
+def _run_with(host, model, seg_args, other, prompts=((1,), (3,)), negative=(2, 4)):
+    from modules import processing
+    host.use_model(model)
+    c, uc = H.conds([[(s, 1.0) for s in image] for image in prompts], list(negative))
+    runner = host.make_runner(other_scripts=[other])
+    p = processing.StableDiffusionProcessingTxt2Img(c, uc, scripts=runner, script_args=host.script_args(seg_args, runner),
+                                                    batch_size=len(prompts))
+    counter = H.CallCounter(model.model.diffusion_model)
+    try:
+        return processing.process_images(p).samples, counter.calls, p
+    finally:
+        counter.close()
+
+
+def test_dynamic_thresholding_steps_aside(host, sd15, capsys):
+    from a1111_stand_in.other_ext import DynamicThresholdingScript
+    alone, _, _ = _run_with(host, sd15, [False], DynamicThresholdingScript())
+    capsys.readouterr()
+    got, calls, p = _run_with(host, sd15, NO_BLUR, DynamicThresholdingScript())
+    assert_stepped_aside(capsys, p, calls, 4, "Dynamic Thresholding")
+    assert torch.equal(got, alone)
+
+
+def test_dynamic_thresholding_would_take_seg_rows_as_cond(host, sd15, monkeypatch):
+    """Why: its combine_denoised reshapes x_out[:-B] (cond + SEG rows) to (B, 2) sub-prompts: image 0 gets
+    the two cond rows, image 1 the two SEG rows. Even with no blur the image is far off."""
+    from a1111_stand_in.other_ext import DynamicThresholdingScript
+    from lib_seg.hosts import neighbours
+    monkeypatch.setattr(neighbours, "conflict", lambda p, host="a1111": None)
+    alone, _, _ = _run_with(host, sd15, [False], DynamicThresholdingScript())
+    got, calls, _ = _run_with(host, sd15, NO_BLUR, DynamicThresholdingScript())
+    assert calls == [6] * 4
+    assert relative(got, alone) > 100 * TOLERANCE
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_regional_prompter_active_steps_aside(host, sd15, capsys, active):
+    from a1111_stand_in.other_ext import RegionalPrompterScript
+    _, calls, p = _run_with(host, sd15, SEG, RegionalPrompterScript(active), prompts=((1,),), negative=(2,))
+    if active:
+        assert_stepped_aside(capsys, p, calls, 2, "Regional Prompter")
+    else:
+        assert calls == [3] * 4 and p.extra_generation_params["SEG sigma"] == "2"

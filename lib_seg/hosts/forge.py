@@ -31,6 +31,7 @@ from ..grid import token_grid
 from ..guidance import rescale_denoised, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
+from . import neighbours
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
@@ -340,6 +341,10 @@ class ForgeAdapter:
         if not _is_ldm_unet(diffusion_model):
             print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) has no UNet input/middle blocks "
                   "(SD3, Flux ...); SEG supports SD1.x/SD2.x/SDXL UNets only. Generating without SEG.")
+            return False
+        reason = neighbours.conflict(p, host=self.name)
+        if reason:
+            print(f"{_PREFIX} skipped for this generation: {reason}.")
             return False
         if unet.model_options.get("tiled_diffusion"):
             # The built-in MultiDiffusion's wrapper runs the UNet per batch of tiles, each tile holding all

@@ -13,12 +13,37 @@ Looked up through the scripts' own objects in ``p.scripts.alwayson_scripts``, by
 _CN_SEPARATE = "Each ControlNet unit for each image in a batch"
 
 
-def conflict(p):
+def conflict(p, host="a1111"):
     """A one-line reason why SEG cannot run in this generation, or None."""
-    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or ():
-        reason = _controlnet(script) or _tiled_diffusion(script, p)
+    if host == "a1111":
+        reason = _dynamic_thresholding(p)
         if reason:
             return reason
+    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or ():
+        reason = _regional_prompter(script)
+        if not reason and host == "a1111":
+            reason = _controlnet(script) or _tiled_diffusion(script, p)
+        if reason:
+            return reason
+    return None
+
+
+def _dynamic_thresholding(p):
+    """sd-dynamic-thresholding (73e4e045) on A1111: its CFG denoiser (``main_class`` = its settings) overrides
+    combine_denoised and takes every row before the last B as cond rows, so SEG rows would enter its CFG as
+    extra AND sub-prompts. (On Forge its built-in counterpart works on the host's cond/uncond predictions.)"""
+    denoiser = getattr(getattr(p, "sampler", None), "model_wrap_cfg", None)
+    if getattr(denoiser, "main_class", None) is not None and "combine_denoised" in vars(type(denoiser)):
+        return "Dynamic Thresholding combines every row before the uncond rows as a cond row"
+    return None
+
+
+def _regional_prompter(script):
+    """sd-webui-regional-prompter (be623452): active for this generation once its process ran; it splits
+    rows into cond/uncond halves in cross-attention and reorders rows by position in latent mode."""
+    if getattr(script, "active", False) is True and callable(getattr(script, "title", None)) \
+            and script.title() == "Regional Prompter":
+        return "Regional Prompter splits and reorders the batch rows by position"
     return None
 
 
