@@ -324,3 +324,13 @@ def test_regional_prompter_active_steps_aside(host, sd15, capsys, active):
         assert_stepped_aside(capsys, p, calls, 2, "Regional Prompter")
     else:
         assert calls == [3] * 4 and p.extra_generation_params["SEG sigma"] == "2"
+
+
+def test_hires_fix(host, sd15, nets):
+    """Both passes (the hires one at 1.5x with its own control size): SEG copies get their control in each."""
+    cn_units = units(nets[:1], (CN.CONTROL,))
+    hires = dict(enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.5)
+    only, calls_only, _, _ = generate(host, sd15, [False], cn_units, **hires)
+    seg, calls, p, _ = generate(host, sd15, NO_BLUR, cn_units, **hires)
+    assert calls_only == [2] * 6 and calls == [3] * 6
+    assert relative(seg, only) <= TOLERANCE

@@ -323,3 +323,23 @@ def test_a_foreign_pass_after_cfg_does_not_enter_the_seg_term(flavor, order):
     got, other = _with_separate_pass(flavor, SEG, order)
     assert other.passes == 4
     assert torch.equal(got, alone)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_hires_fix(flavor):
+    units = [(nets(flavor)[0], CN.PROMPT)]
+
+    def run(settings):
+        patcher = UnetPatcher(unet_for(flavor))
+        cond, uncond = conds(1)
+        p = Processing(SDModel(patcher), cond, uncond, flavor=flavor, hr_latent_hw=(24, 24), hr_steps=2)
+        p.scripts.append(CN.ControlNetScript([(net, hint_image(), 1.0, mode) for net, mode in units]))
+        seg = SegScript(flavor, settings, attention=stand_in_attention)
+        p.scripts.append(seg)
+        try:
+            return p.sample()
+        finally:
+            seg.postprocess(p)
+
+    only = run(SegSettings(enabled=False))
+    assert relative(run(NO_BLUR), only) <= TOLERANCE
