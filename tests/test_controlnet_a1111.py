@@ -334,3 +334,16 @@ def test_hires_fix(host, sd15, nets):
     seg, calls, p, _ = generate(host, sd15, NO_BLUR, cn_units, **hires)
     assert calls_only == [2] * 6 and calls == [3] * 6
     assert relative(seg, only) <= TOLERANCE
+
+
+@pytest.mark.parametrize("start, steps_aside", [(0.5, True), (0.0, False)])
+def test_inpaint_only_with_a_partial_seg_interval_steps_aside(host, sd15, nets, capsys, start, steps_aside):
+    """inpaint_only / colorfix cache a latent with the first UNet call's row count (hook.py,
+    call_vae_using_process(batch_size=x.shape[0])); SEG on part of the steps changes the row count. Detected from
+    the unit's preprocessor name; the preprocessors themselves are not restated."""
+    cn_units = [CN.Unit(nets[0], hint_image(), 1.0, CN.BALANCED, module="inpaint_only+lama")]
+    _, calls, p, _ = generate(host, sd15, [True, 3.0, "2", "all", start, 1.0], cn_units)
+    if steps_aside:
+        assert_stepped_aside(capsys, p, calls, 2, "inpaint_only")
+    else:
+        assert calls == [3] * 4

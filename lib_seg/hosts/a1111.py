@@ -90,7 +90,7 @@ class A1111Adapter:
         if getattr(model, "cond_stage_key", None) == "edit":
             notice("skipped: InstructPix2Pix-style edit models are not supported.")
             return False
-        reason = neighbours.conflict(p)
+        reason = neighbours.conflict(p, settings=settings)
         if reason:
             notice(f"skipped for this generation: {reason}.")
             return False

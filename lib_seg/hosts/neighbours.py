@@ -13,7 +13,7 @@ Looked up through the scripts' own objects in ``p.scripts.alwayson_scripts``, by
 _CN_SEPARATE = "Each ControlNet unit for each image in a batch"
 
 
-def conflict(p, host="a1111"):
+def conflict(p, host="a1111", settings=None):
     """A one-line reason why SEG cannot run in this generation, or None."""
     if host == "a1111":
         reason = _dynamic_thresholding(p)
@@ -22,7 +22,7 @@ def conflict(p, host="a1111"):
     for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or ():
         reason = _regional_prompter(script)
         if not reason and host == "a1111":
-            reason = _controlnet(script) or _tiled_diffusion(script, p)
+            reason = _controlnet(script, settings) or _tiled_diffusion(script, p)
         if reason:
             return reason
     return None
@@ -47,7 +47,7 @@ def _regional_prompter(script):
     return None
 
 
-def _controlnet(script):
+def _controlnet(script, settings=None):
     """sd-webui-controlnet (scripts/hook.py, v1.1.455): its hook for this generation is ``latest_network``,
     installed in Script.process (or before_process_batch with a refiner), so before SEG starts."""
     network = getattr(script, "latest_network", None)
@@ -64,6 +64,12 @@ def _controlnet(script):
     if state[0] == _CN_SEPARATE and len(params) > 1:
         # k-th cond row gets unit k mod n: SEG copies sit at other positions and would get other units.
         return "ControlNet's batch option 'Each ControlNet unit for each image' assigns units by row position"
+    partial = settings is not None and (settings.start > 0 or settings.end < 1)
+    names = [str((getattr(param, "preprocessor", None) or {}).get("name", "")) for param in params]
+    if partial and any("inpaint_only" in name or "colorfix" in name for name in names):
+        # These cache a latent with as many rows as the first UNet call had; SEG active on only part of the
+        # steps changes the row count between calls, and the cached latent no longer broadcasts.
+        return "ControlNet's inpaint_only / colorfix preprocessors need the same rows in every step (SEG start/end)"
     for param in params:
         for hint in (getattr(param, "hint_cond", None), getattr(param, "hr_hint_cond", None)):
             if getattr(hint, "ndim", 0) == 4 and hint.shape[0] > 1:

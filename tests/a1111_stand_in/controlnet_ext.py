@@ -38,8 +38,9 @@ DEFAULT_BATCH = "All ControlNet units for all images in a batch"
 
 
 class Unit:
-    def __init__(self, model, hint, weight=1.0, control_mode=BALANCED):
+    def __init__(self, model, hint, weight=1.0, control_mode=BALANCED, module="none"):
         self.model, self.hint, self.weight, self.control_mode = model, hint, weight, control_mode
+        self.module = module  # the preprocessor's name (only "none" is restated)
 
 
 class Params:
@@ -47,6 +48,7 @@ class Params:
 
     def __init__(self, unit):
         self.control_model = unit.model
+        self.preprocessor = {"name": unit.module}
         self.hint_cond = unit.hint
         self.weight = unit.weight
         self.soft_injection = unit.control_mode != BALANCED
