@@ -177,7 +177,7 @@ def test_unit_per_image_batch_option_steps_aside(host, sd15, nets, capsys):
 def test_unit_per_image_would_be_wrong_without_stepping_aside(host, sd15, nets, monkeypatch):
     """The reason for the rule above, measured: let SEG run anyway and the no-blur image is far off."""
     from lib_seg.hosts import neighbours
-    monkeypatch.setattr(neighbours, "conflict", lambda p: None)
+    monkeypatch.setattr(neighbours, "conflict", lambda *args, **kwargs: None)
     cn_units = units(nets, (CN.BALANCED, CN.BALANCED))
     prompts, negative = ((1,), (3,), (5,)), (2, 4, 6)
     only, _, _, _ = generate(host, sd15, [False], cn_units, prompts, negative, batch_option=CN.SEPARATE)
@@ -273,7 +273,7 @@ def test_tiled_diffusion_would_get_seg_on_one_tile_only(host, sd15, monkeypatch,
     """Why SEG steps aside: let it run and the row cursor gives SEG rows to the first tile's call only (tile
     batch 1), or to no call at all (4 tiles in one call of 4x the step's rows), while the infotext says SEG."""
     from lib_seg.hosts import neighbours
-    monkeypatch.setattr(neighbours, "conflict", lambda p: None)
+    monkeypatch.setattr(neighbours, "conflict", lambda *args, **kwargs: None)
     _, has_seg, p = _tiled_run(host, sd15, SEG, tile_batch_size)
     assert has_seg == expected * 4
     assert p.extra_generation_params["SEG sigma"] == "2"
@@ -309,7 +309,7 @@ def test_dynamic_thresholding_would_take_seg_rows_as_cond(host, sd15, monkeypatc
     the two cond rows, image 1 the two SEG rows. Even with no blur the image is far off."""
     from a1111_stand_in.other_ext import DynamicThresholdingScript
     from lib_seg.hosts import neighbours
-    monkeypatch.setattr(neighbours, "conflict", lambda p, host="a1111": None)
+    monkeypatch.setattr(neighbours, "conflict", lambda *args, **kwargs: None)
     alone, _, _ = _run_with(host, sd15, [False], DynamicThresholdingScript())
     got, calls, _ = _run_with(host, sd15, NO_BLUR, DynamicThresholdingScript())
     assert calls == [6] * 4

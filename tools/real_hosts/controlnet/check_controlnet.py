@@ -110,21 +110,29 @@ def run(args):
                 seg_in_infotext="SEG scale" in json.dumps(info), **extra)
         return only
 
-    base = same_within_one("Balanced", [r.unit()])
-    plain, _, _ = r.generate(())
-    r.check("ControlNet changes the image", np.abs(base - plain).max() > 8,
-            max_grey_diff=int(np.abs(base - plain).max()), mean_abs=round(float(np.abs(base - plain).mean()), 2))
-    blurred, info, calls = r.generate([r.unit()], seg=BLUR)
-    r.check("SEG (sigma 2, scale 3) changes the ControlNet image", np.abs(blurred - base).max() > 8,
-            max_grey_diff=int(np.abs(blurred - base).max()), mean_abs=round(float(np.abs(blurred - base).mean()), 2),
-            unet_calls=None if calls is None else len(calls), steps=args.steps)
-    for mode in MODES[1:]:
-        same_within_one(mode, [r.unit(mode)])
-    same_within_one("batch 2", [r.unit()], batch_size=2)
-    same_within_one("CFG 1", [r.unit()], cfg_scale=1.0)
-    same_within_one("two units, ControlNet is more important + My prompt", [r.unit(MODES[2]), r.unit(MODES[1], seed=9)])
-    same_within_one("hires fix", [r.unit()], enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2,
-                    denoising_strength=0.5, hr_upscaler="Latent")
+    wanted = set(args.checks.split(","))
+    if "balanced" in wanted or "effects" in wanted:
+        base = same_within_one("Balanced", [r.unit()])
+    if "effects" in wanted:
+        plain, _, _ = r.generate(())
+        r.check("ControlNet changes the image", np.abs(base - plain).max() > 8,
+                max_grey_diff=int(np.abs(base - plain).max()), mean_abs=round(float(np.abs(base - plain).mean()), 2))
+        blurred, info, calls = r.generate([r.unit()], seg=BLUR)
+        r.check("SEG (sigma 2, scale 3) changes the ControlNet image", np.abs(blurred - base).max() > 8,
+                max_grey_diff=int(np.abs(blurred - base).max()), mean_abs=round(float(np.abs(blurred - base).mean()), 2),
+                unet_calls=None if calls is None else len(calls), steps=args.steps)
+    if "modes" in wanted:
+        for mode in MODES[1:]:
+            same_within_one(mode, [r.unit(mode)])
+    if "batch" in wanted:
+        same_within_one("batch 2", [r.unit()], batch_size=2)
+    if "cfg1" in wanted:
+        same_within_one("CFG 1", [r.unit()], cfg_scale=1.0)
+    if "units" in wanted:
+        same_within_one("two units, ControlNet is more important + My prompt", [r.unit(MODES[2]), r.unit(MODES[1], seed=9)])
+    if "hires" in wanted:
+        same_within_one("hires fix", [r.unit()], enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2,
+                        denoising_strength=0.5, hr_upscaler="Latent")
     return r
 
 
@@ -136,6 +144,8 @@ def main():
     parser.add_argument("--probe", action="store_true")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--checks", default="balanced,effects,modes,batch,cfg1,units,hires",
+                        help="comma-separated subset of: balanced, effects, modes, batch, cfg1, units, hires")
     parser.add_argument("--json")
     args = parser.parse_args()
     r = run(args)
