@@ -343,3 +343,38 @@ def test_hires_fix(flavor):
 
     only = run(SegSettings(enabled=False))
     assert relative(run(NO_BLUR), only) <= TOLERANCE
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_reference_preprocessor_steps_aside(flavor, capsys):
+    """forge_preprocessor_reference (Forge dfdcbab6, forge_reference.py): set_model_replace_all(attn1_proc) and a
+    conditioning modifier; attn1_proc returns all cond rows once per cond chunk, so an extra SEG chunk would make
+    its output longer than the call. Detected by the module the patches come from; SEG steps aside."""
+    def attn1_proc(q, k, v, extra_options):
+        return stand_in_attention(q, k, v, extra_options["n_heads"], extra_options)
+
+    attn1_proc.__module__ = "forge_reference.py"
+
+    class ReferenceScript:
+        def process_before_every_sampling(self, p):
+            clone = p.sd_model.forge_objects.unet.clone()
+            clone.set_model_attn1_replace(attn1_proc, "middle", 0, 0)
+            p.sd_model.forge_objects.unet = clone
+
+        def postprocess(self, p):
+            pass
+
+    patcher = UnetPatcher(unet_for(flavor))
+    cond, uncond = conds(1)
+    p = Processing(SDModel(patcher), cond, uncond, flavor=flavor)
+    seg = SegScript(flavor, SEG, attention=stand_in_attention)
+    p.scripts.extend([ReferenceScript(), seg])
+    unet = patcher.model.diffusion_model
+    unet._forge_calls = []
+    try:
+        p.sample()
+    finally:
+        seg.postprocess(p)
+    calls, unet._forge_calls = unet._forge_calls, None
+    assert seg.started == [False] and calls == [2] * 4
+    assert "[SEG] skipped for this generation: a ControlNet reference preprocessor" in capsys.readouterr().out

@@ -342,7 +342,7 @@ class ForgeAdapter:
             print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) has no UNet input/middle blocks "
                   "(SD3, Flux ...); SEG supports SD1.x/SD2.x/SDXL UNets only. Generating without SEG.")
             return False
-        reason = neighbours.conflict(p, host=self.name, settings=settings)
+        reason = neighbours.conflict(p, host=self.name, settings=settings) or neighbours.forge_reference(unet.model_options)
         if reason:
             print(f"{_PREFIX} skipped for this generation: {reason}.")
             return False

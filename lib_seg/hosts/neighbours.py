@@ -88,3 +88,15 @@ def _tiled_diffusion(script, p):
     if delegate is None or sampler is None or getattr(delegate, "sampler_raw", None) is not sampler:
         return None
     return f"{script.title()} runs the UNet tile by tile"
+
+
+def forge_reference(model_options):
+    """Forge / reForge's reference_* preprocessors (extensions-builtin/forge_preprocessor_reference, loaded as
+    module ``forge_reference.py``) replace every attn1 and rebuild each call's output as one block of ALL cond
+    rows per cond chunk: with SEG's extra cond chunk the output has more rows than the call (a crash; the hosts
+    hit the same with AND prompts)."""
+    replace = ((model_options.get("transformer_options") or {}).get("patches_replace") or {}).get("attn1") or {}
+    functions = list(replace.values()) + list(model_options.get("conditioning_modifiers") or [])
+    if any("reference" in str(getattr(fn, "__module__", "")) for fn in functions):
+        return "a ControlNet reference preprocessor replaces the model's self-attention"
+    return None
