@@ -331,7 +331,7 @@ def test_post_cfg_rescales_in_noise_space():
     # is ≲ 120·2^-53 relative, far inside torch.testing's float64 defaults (1e-7)
     x, denoised, cond, seg = (torch.randn(2, 4, 6, 5, dtype=torch.float64) for _ in range(4))
     sigma = torch.tensor([2.0, 0.5], dtype=torch.float64)
-    patch.stash = [(cond, seg)]
+    patch._keep(cond, seg)
     args = {"denoised": denoised, "cond_denoised": cond, "input": x, "sigma": sigma, "cond": None}
     out = post_cfg(args)
     s = sigma.view(-1, 1, 1, 1)

@@ -26,6 +26,7 @@ from ..hooks import remove_leftovers
 from ..layers import describe, select_layers
 from ..params import SegParamError
 from ..session import NO_ROWS, SegSession
+from . import neighbours
 
 PREFIX = "[SEG]"
 
@@ -88,6 +89,10 @@ class A1111Adapter:
         model = getattr(p, "sd_model", None)
         if getattr(model, "cond_stage_key", None) == "edit":
             notice("skipped: InstructPix2Pix-style edit models are not supported.")
+            return False
+        reason = neighbours.conflict(p, settings=settings)
+        if reason:
+            notice(f"skipped for this generation: {reason}.")
             return False
         unet = _unet_of(model)
         if unet is None:

@@ -32,6 +32,7 @@ from ..grid import token_grid
 from ..guidance import rescale_denoised, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
+from . import neighbours
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
@@ -83,7 +84,7 @@ class SegPatch:
         self.settings = settings
         self.attention = attention
         self.progress = progress
-        self.stash = []  # (cond_out, seg_out) per conditional chunk of the current step, in call order
+        self.stash = []  # (step, cond_out, seg_out) per conditional chunk, in call order
         self.calls = []  # (rows, seg slice or None) per UNet call, for tests and diagnostics
 
     # ---- installation -------------------------------------------------------------------------
@@ -164,7 +165,7 @@ class SegPatch:
             patch.calls.append((seg.stop, seg))
             out = run(apply_model, extended)
             for j, i in enumerate(cond_chunks):
-                patch.stash.append((out[i * b:(i + 1) * b], out[n + j * b:n + (j + 1) * b]))
+                patch._keep(out[i * b:(i + 1) * b], out[n + j * b:n + (j + 1) * b])
             return out[:n]
 
         return seg_model_function_wrapper
@@ -173,9 +174,10 @@ class SegPatch:
         """Where a call cannot be extended: the normal call, then one more for the SEG rows alone."""
         _print_once("separate-pass", f"this UNet call could not be batched ({why}); SEG runs as a separate pass here.")
         n = args["input"].shape[0]
+        # Taken before the host's call: its UNet pops the ControlNet residual lists it is given.
+        c = {key: _take_rows(value, n, rows) for key, value in args["c"].items() if key != "transformer_options"}
         self.calls.append((n, None))
         out = run(apply_model, args)
-        c = {key: _take_rows(value, n, rows) for key, value in args["c"].items() if key != "transformer_options"}
         options = dict(args["c"].get("transformer_options", {}))
         options["cond_or_uncond"] = [0] * len(cond_chunks)
         options[SEG_ROWS_KEY] = slice(0, len(rows))
@@ -185,15 +187,27 @@ class SegPatch:
         self.calls.append((len(rows), slice(0, len(rows))))
         seg_out = run(apply_model, seg_args)
         for j, i in enumerate(cond_chunks):
-            self.stash.append((out[i * b:(i + 1) * b], seg_out[j * b:(j + 1) * b]))
+            self._keep(out[i * b:(i + 1) * b], seg_out[j * b:(j + 1) * b])
         return out
+
+    def _keep(self, cond_out, seg_out):
+        self.stash.append((self._where(), cond_out, seg_out))
+
+    def _where(self):
+        return self.progress() if self.progress is not None else None
 
     def _post_cfg(self):
         patch = self
 
         def seg_post_cfg_function(args):
             denoised = args["denoised"]
-            pairs, patch.stash = patch.stash, []
+            # Only this step's host evaluation: its cond chunks come first. A post-CFG guidance with its own
+            # pass (Forge's PAG, sd-perturbed-attention) runs that pass through our wrapper too, before us in
+            # this step or after us (then its pair is left from the previous step); neither belongs here.
+            where, stashed, patch.stash = patch._where(), patch.stash, []
+            pairs = [(cond, seg) for step, cond, seg in stashed if step == where]
+            if args.get("cond"):
+                pairs = pairs[:len(args["cond"])]
             if not pairs:
                 return denoised
             weights = _cond_weights(args.get("cond"), len(pairs))
@@ -330,6 +344,15 @@ class ForgeAdapter:
         if not _is_ldm_unet(diffusion_model):
             print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) has no UNet input/middle blocks "
                   "(SD3, Flux ...); SEG supports SD1.x/SD2.x/SDXL UNets only. Generating without SEG.")
+            return False
+        reason = neighbours.conflict(p, host=self.name, settings=settings) or neighbours.forge_reference(unet.model_options)
+        if reason:
+            print(f"{_PREFIX} skipped for this generation: {reason}.")
+            return False
+        if unet.model_options.get("tiled_diffusion"):
+            # The built-in MultiDiffusion's wrapper runs the UNet per batch of tiles, each tile holding all
+            # rows: the SEG rows' slice would cover the first tile only.
+            print(f"{_PREFIX} skipped for this generation: MultiDiffusion (tiled diffusion) runs the UNet tile by tile.")
             return False
         try:
             selected = seg_layers.select_layers(diffusion_model, settings.layers)

@@ -30,6 +30,10 @@ class UnetPatcher:
         n.extra_concat_condition = self.extra_concat_condition
         return n
 
+    def add_patched_controlnet(self, cnet):
+        cnet.previous_controlnet = self.controlnet_linked_list
+        self.controlnet_linked_list = cnet
+
     def set_model_sampler_post_cfg_function(self, fn, disable_cfg1_optimization=False):
         self.model_options["sampler_post_cfg_function"] = self.model_options.get("sampler_post_cfg_function", []) + [fn]
         if disable_cfg1_optimization:

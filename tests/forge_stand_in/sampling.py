@@ -1,7 +1,8 @@
 """The hosts' sampling function, restated: how cond entries become batched UNet calls and how CFG and the
 pre/post-CFG hooks run (Forge backend/sampling/sampling_function.py + condition.py; reForge
-ldm_patched/modules/samplers.py + modules_forge/forge_sampler.py). Areas, masks, ControlNet, hooks
-and timestep ranges are not modelled (the WebUI front ends do not set them for plain prompts).
+ldm_patched/modules/samplers.py + modules_forge/forge_sampler.py). Areas, masks, hooks and
+timestep ranges are not modelled (the WebUI front ends do not set them for plain prompts); the ControlNet
+chain is (control computed per batched call before the wrapper, see controlnet.py).
 """
 import math
 
@@ -85,7 +86,8 @@ def _can_concat(a, b):
     return all(a[2][k].can_concat(b[2][k]) for k in a[2])
 
 
-def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options, flavor="forge", max_chunks=None):
+def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options, flavor="forge", max_chunks=None,
+                           control=None):
     """Evaluate cond and uncond entries in as few UNet calls as memory allows (max_chunks stands in for
     the free-memory test); returns (cond_pred, uncond_pred), each a mult-weighted mean of its entries."""
     sums = [torch.zeros_like(x_in), torch.zeros_like(x_in)]
@@ -127,6 +129,13 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options, f
         else:
             options["uuids"] = [f"entry-{i}" for i in batch]
         c["transformer_options"] = options
+        if control is not None:
+            unit = control
+            while unit is not None:
+                unit.transformer_options = options
+                unit = unit.previous_controlnet
+            c["control"] = control.get_control(input_x, timestep_, dict(c), chunks)
+            c["control_model"] = control
 
         if "model_function_wrapper" in model_options:
             output = model_options["model_function_wrapper"](
@@ -139,7 +148,8 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options, f
     return sums[0] / counts[0], sums[1] / counts[1]
 
 
-def sampling_function(model, x, timestep, uncond, cond, cond_scale, model_options, flavor="forge", max_chunks=None):
+def sampling_function(model, x, timestep, uncond, cond, cond_scale, model_options, flavor="forge", max_chunks=None,
+                      control=None):
     """cfg1 optimization, pre-CFG hooks, batched evaluation, CFG with AND weights, post-CFG hooks."""
     edit_strength = sum(entry.get("strength", 1) for entry in cond)
     skip_uncond = math.isclose(cond_scale, 1.0) and not model_options.get("disable_cfg1_optimization", False)
@@ -148,7 +158,8 @@ def sampling_function(model, x, timestep, uncond, cond, cond_scale, model_option
     if flavor == "forge":
         for fn in model_options.get("sampler_pre_cfg_function", []):
             model, cond, uncond_, x, timestep, model_options = fn(model, cond, uncond_, x, timestep, model_options)
-    cond_pred, uncond_pred = calc_cond_uncond_batch(model, cond, uncond_, x, timestep, model_options, flavor, max_chunks)
+    cond_pred, uncond_pred = calc_cond_uncond_batch(model, cond, uncond_, x, timestep, model_options, flavor, max_chunks,
+                                                     control)
     if flavor == "reforge":
         for fn in model_options.get("sampler_pre_cfg_function", []):
             args = {"conds": [cond, uncond_], "conds_out": [cond_pred, uncond_pred], "cond_scale": cond_scale,

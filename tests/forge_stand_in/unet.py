@@ -19,6 +19,8 @@ from ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
 
 from lib_seg.kdiffusion import load
 
+from .controlnet import control_hooks
+
 _, external = load()
 
 
@@ -118,14 +120,14 @@ class KModel(torch.nn.Module):
         if c_concat is not None:
             xc = torch.cat([xc, c_concat], dim=1)
         timesteps = self.schedule.sigma_to_t(sigma)
-        eps = run_unet(self.diffusion_model, xc, timesteps, c_crossattn, transformer_options, **kwargs)
+        eps = run_unet(self.diffusion_model, xc, timesteps, c_crossattn, transformer_options, control=control, **kwargs)
         return x - eps * sigma[:, None, None, None]
 
     def memory_required(self, input_shape):
         return 0
 
 
-def run_unet(unet, x, timesteps, context, transformer_options, y=None, **ignored):
+def run_unet(unet, x, timesteps, context, transformer_options, y=None, control=None, **ignored):
     unet_calls = getattr(unet, "_forge_calls", None)
     if unet_calls is not None:
         unet_calls.append(int(x.shape[0]))
@@ -135,7 +137,10 @@ def run_unet(unet, x, timesteps, context, transformer_options, y=None, **ignored
     transformer_options["transformer_index"] = 0
     previous = unet._forge_transformer_options
     unet._forge_transformer_options = transformer_options
+    handles = control_hooks(unet, control) if control is not None else []
     try:
         return unet(x, timesteps, context=context, y=y)
     finally:
         unet._forge_transformer_options = previous
+        for handle in handles:
+            handle.remove()

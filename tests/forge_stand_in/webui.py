@@ -55,7 +55,8 @@ class CFGDenoiser:
         tensor, conds_list = cond
         entries = compile_weighted_conditions(tensor, conds_list)
         denoised = sampling_function(unet.model, x, sigma, compile_conditions(uncond), entries, cond_scale,
-                                     unet.model_options, self.flavor, self.max_chunks)
+                                     unet.model_options, self.flavor, self.max_chunks,
+                                     control=getattr(unet, "controlnet_linked_list", None))
         self.step += 1
         return denoised
 
