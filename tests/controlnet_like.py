@@ -10,7 +10,7 @@ costs next to nothing. Random weights, fixed by a seed.
 """
 import torch
 import torch.nn.functional as F
-from ldm.modules.diffusionmodules.util import timestep_embedding
+from ldm.modules.diffusionmodules import util as ldm_util  # looked up per call (tests/precision.py swaps it)
 
 
 def residual_shapes(unet):
@@ -57,7 +57,7 @@ class TinyControlNet(torch.nn.Module):
         features = F.avg_pool2d(self.hint_block(hint), 8)
         if features.shape[0] != rows:
             features = features.expand(rows, -1, -1, -1)
-        modulation = self.time(timestep_embedding(timesteps, 16)) + self.text(context.mean(dim=1))
+        modulation = self.time(ldm_util.timestep_embedding(timesteps, 16)) + self.text(context.mean(dim=1))
         if self.vector is not None and y is not None:
             modulation = modulation + self.vector(y)
         features = features * (1 + torch.tanh(modulation))[:, :, None, None]

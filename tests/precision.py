@@ -64,14 +64,15 @@ def float64():
     from ldm.modules.diffusionmodules import openaimodel, util
 
     saved = (torch.get_default_dtype(), attention._ATTN_PRECISION, util.GroupNorm32.forward,
-             openaimodel.timestep_embedding)
+             openaimodel.timestep_embedding, util.timestep_embedding)
     torch.set_default_dtype(torch.float64)
     attention._ATTN_PRECISION = "as-input"        # anything but "fp32": no q/k cast
     util.GroupNorm32.forward = torch.nn.GroupNorm.forward
-    openaimodel.timestep_embedding = _timestep_embedding_in_dtype
+    openaimodel.timestep_embedding = util.timestep_embedding = _timestep_embedding_in_dtype
     try:
         yield
     finally:
-        (dtype, attention._ATTN_PRECISION, util.GroupNorm32.forward, openaimodel.timestep_embedding) = saved
+        (dtype, attention._ATTN_PRECISION, util.GroupNorm32.forward, openaimodel.timestep_embedding,
+         util.timestep_embedding) = saved
         torch.set_default_dtype(dtype)
 

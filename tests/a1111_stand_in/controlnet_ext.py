@@ -26,7 +26,7 @@ What the extension does, and this stand-in with it:
   (harmless: the object is discarded).
 """
 import torch
-from ldm.modules.diffusionmodules.util import timestep_embedding
+from ldm.modules.diffusionmodules import util as ldm_util  # looked up per call (tests/precision.py swaps it)
 
 
 POSITIVE_MARK = 1024.0
@@ -132,7 +132,7 @@ def _hooked_forward(unet, hook):
                             item[ci] = 0
                 total[i] = item + total[i]
 
-        emb = unet.time_embed(timestep_embedding(timesteps, unet.model_channels, repeat_only=False))
+        emb = unet.time_embed(ldm_util.timestep_embedding(timesteps, unet.model_channels, repeat_only=False))
         if is_sdxl:
             emb = emb + unet.label_emb(y)
         ctx = [context] * unet._depth if unet._depth > 1 else context  # tests/unets.py: this ldm wants a list
