@@ -305,8 +305,9 @@ class SelfCheck:
         ("no SEG after SEG runs: bit-identical", "check_after"),
     )
 
-    def __init__(self, api, size=128, steps=6, checkpoint=None, out=None):
+    def __init__(self, api, size=128, steps=6, checkpoint=None, out=None, only=None):
         self.api = api
+        self.only = only
         self.size = size
         self.steps = steps
         self.checkpoint = checkpoint
@@ -496,6 +497,8 @@ class SelfCheck:
             self.emit(line)
         listed = True
         for name, method in self.CHECKS:
+            if self.only and method != "check_listed" and method[len("check_"):] not in self.only:
+                continue
             t0 = time.monotonic()
             data = {}
             if not listed:
@@ -780,15 +783,20 @@ def main(argv=None):
                              "one token; 512 or 1024 on a GPU)")
     parser.add_argument("--steps", type=int, default=6, help="sampling steps (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per request (default %(default)s)")
+    keys = [method[len("check_"):] for _, method in SelfCheck.CHECKS]
+    parser.add_argument("--only", help="comma separated checks to run (the listing always runs): " + ", ".join(keys))
     parser.add_argument("--auth", help="USER:PASSWORD when the WebUI runs with --api-auth")
     parser.add_argument("--json", action="store_true", help="print the full record as JSON on stdout "
                                                             "(the table goes to stderr)")
     args = parser.parse_args(argv)
     if args.size < 64 or args.size % 8 or args.steps < 1:
         parser.error("--size must be a multiple of 8 and >= 64; --steps >= 1")
+    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    if only and set(only) - set(keys):
+        parser.error(f"--only: unknown {', '.join(sorted(set(only) - set(keys)))}; known: {', '.join(keys)}")
 
     check = SelfCheck(Api(args.url, args.timeout, args.auth), size=args.size, steps=args.steps,
-                      checkpoint=args.checkpoint, out=sys.stderr if args.json else sys.stdout)
+                      checkpoint=args.checkpoint, out=sys.stderr if args.json else sys.stdout, only=only)
     try:
         status = check.run()
     except Unreachable as error:

@@ -284,3 +284,12 @@ def test_the_readme_explains_every_line():
     section = readme.split("## Self-check against your WebUI", 1)[1].split("\n## ", 1)[0]
     for name, _ in selfcheck.SelfCheck.CHECKS:
         assert f"| {name} |" in section, name
+
+
+def test_only_runs_the_chosen_checks(capsys):
+    status, record, config, _ = run(FakeConfig(), "--only", "xyz,after", capsys=capsys)
+    assert status == 0
+    assert [c["name"] for c in record["checks"]] == ["SEG script listed", "X/Y/Z sweep over SEG sigma",
+                                                      "no SEG after SEG runs: bit-identical"]
+    with pytest.raises(SystemExit):
+        selfcheck.main(["--only", "nope"])
