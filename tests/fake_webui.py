@@ -316,7 +316,7 @@ class FakeWebUI:
             text = (f"{fields['prompt']}\nNegative prompt: {fields['negative_prompt']}\n"
                     + ", ".join(f"{k}: {v}" for k, v in params.items()))
             if "seg" in key and cfg.seg_effect != "full":
-                plain = bytearray(pixels(dict(key, seg=None), width, height))
+                plain = bytearray(pixels({k: v for k, v in key.items() if k != "seg"}, width, height))
                 step, delta = (1, 1) if cfg.seg_effect == "round_off" else (400 * 3, 5)
                 for i in range(0, len(plain), step):
                     plain[i] = plain[i] + delta if plain[i] + delta <= 255 else plain[i] - delta
