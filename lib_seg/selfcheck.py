@@ -273,7 +273,7 @@ def describe_difference(stats, identical="bit-identical"):
         return f"sizes differ: {stats['size_a']} vs {stats['size_b']}"
     if stats["identical"]:
         return identical
-    return f"mean |Δ| {stats['mean_abs']:.2f} grey levels, {100 * stats['changed']:.1f} % of pixels changed"
+    return f"mean |Δ| {stats['mean_abs']:.3g} grey levels, {100 * stats['changed']:.3g} % of pixels changed"
 
 
 NO_EFFECT = "bit-identical with and without SEG: SEG had no effect"
