@@ -67,6 +67,8 @@ class FakeConfig:
     named_args: bool = True        # False: the named-object form is read as "disabled"
     xyz_axis_used: bool = True     # False: SEG X/Y/Z axes enable SEG but their values are dropped
     hires_keeps_seg: bool = True   # False: hires-fix images come out as without SEG
+    seg_effect: str = "full"       # "full": a new image; "round_off": every value moved by one level (what fp32
+                                   # round-off can do); "weak": 1 pixel in 400 moved by 5 levels
     model: str = MODELS[0]["title"]
     requests: list = field(default_factory=list)
     leaked: bool = False
@@ -313,7 +315,15 @@ class FakeWebUI:
             params["Version"] = "v1.10.1"
             text = (f"{fields['prompt']}\nNegative prompt: {fields['negative_prompt']}\n"
                     + ", ".join(f"{k}: {v}" for k, v in params.items()))
-            images.append((width, height, pixels(key, width, height), text))
+            if "seg" in key and cfg.seg_effect != "full":
+                plain = bytearray(pixels({k: v for k, v in key.items() if k != "seg"}, width, height))
+                step, delta = (1, 1) if cfg.seg_effect == "round_off" else (400 * 3, 5)
+                for i in range(0, len(plain), step):
+                    plain[i] = plain[i] + delta if plain[i] + delta <= 255 else plain[i] - delta
+                rgb = bytes(plain)
+            else:
+                rgb = pixels(key, width, height)
+            images.append((width, height, rgb, text))
             infotexts.append(text)
         return images, infotexts
 

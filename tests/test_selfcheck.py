@@ -284,3 +284,24 @@ def test_the_readme_explains_every_line():
     section = readme.split("## Self-check against your WebUI", 1)[1].split("\n## ", 1)[0]
     for name, _ in selfcheck.SelfCheck.CHECKS:
         assert f"| {name} |" in section, name
+
+
+def test_only_runs_the_chosen_checks(capsys):
+    status, record, config, _ = run(FakeConfig(), "--only", "xyz,after", capsys=capsys)
+    assert status == 0
+    assert [c["name"] for c in record["checks"]] == ["SEG script listed", "X/Y/Z sweep over SEG sigma",
+                                                      "no SEG after SEG runs: bit-identical"]
+    with pytest.raises(SystemExit):
+        selfcheck.main(["--only", "nope"])
+
+
+def test_changes_means_more_than_one_grey_level_on_at_least_a_thousandth_of_the_pixels(capsys):
+    # every channel of every pixel moved by one level, as fp32 round-off could: not a change
+    _, record, _, _ = run(FakeConfig(seg_effect="round_off"), "--only", "changes", capsys=capsys)
+    check = lines(record)["SEG changes the image"]
+    assert check["status"] == "FAIL" and "grey levels, 0 % of pixels changed" in check["detail"]
+    assert check["difference"]["mean_abs"] > 0.3
+    # 1 pixel in 400 (0.25 %) moved by 5 levels: weak, but SEG's doing
+    _, record, _, _ = run(FakeConfig(seg_effect="weak"), "--only", "changes", capsys=capsys)
+    check = lines(record)["SEG changes the image"]
+    assert check["status"] == "PASS" and "0.25 % of pixels changed" in check["detail"], check
