@@ -62,7 +62,8 @@ def build(script=None, is_img2img=False, input_accordion=None):
             controls["rescale"] = _make(gr, script, P.PARAM_BY_NAME["rescale"])
         with gr.Row():
             controls["mode"] = _make(gr, script, P.PARAM_BY_NAME["mode"])
-        with gr.Accordion(HIRES_LABEL, open=False, elem_id=_elem_id(script, "hires_accordion")):
+        # img2img has no hires fix: the group stays (the argument list is the same in both tabs), hidden.
+        with gr.Accordion(HIRES_LABEL, open=False, visible=not is_img2img, elem_id=_elem_id(script, "hires_accordion")):
             controls["hires"] = _make(gr, script, P.PARAM_BY_NAME["hires"])
             with gr.Row():
                 controls["hr_scale"] = _make(gr, script, P.PARAM_BY_NAME["hr_scale"])

@@ -75,7 +75,11 @@ def test_hires_sub_group_is_collapsed_and_identity_greys_out_sigma():
         controls = dict(zip([p.name for p in P.PARAMS], ui.build(script, False, input_accordion=False)))
     hires_group = [b for b in blocks.blocks.values() if isinstance(b, gr.Accordion) and b.label == ui.HIRES_LABEL]
     assert len(hires_group) == 1 and hires_group[0].open is False  # collapsed, and the override is off by default
-    assert controls["hires"].value == "same"
+    assert controls["hires"].value == "same" and hires_group[0].visible
+    with gr.Blocks() as img2img:
+        ui.build(script, True, input_accordion=False)
+    hidden = [b for b in img2img.blocks.values() if isinstance(b, gr.Accordion) and b.label == ui.HIRES_LABEL]
+    assert len(hidden) == 1 and not hidden[0].visible  # no hires fix in img2img
     for mode, sigma in (("mode", "sigma"), ("hr_mode", "hr_sigma")):
         listeners = [d for d in _dependencies(blocks) if d[0] == controls[mode]._id]
         assert len(listeners) == 1
