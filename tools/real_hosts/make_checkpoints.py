@@ -66,7 +66,8 @@ def no_pretrained_weights():
         return transformers.CLIPTextModel(transformers.CLIPTextConfig.from_pretrained(name))
 
     def oc_without_pretrained(*args, pretrained=None, device=None, **kwargs):
-        return orig_oc(*args, pretrained=None, **kwargs)
+        # open_clip moves the model to `device` (cpu by default): stay on the current default device
+        return orig_oc(*args, pretrained=None, device=torch.empty(0).device, **kwargs)
 
     # ldm computes its noise schedule (persistent buffers) through numpy: do that on the CPU, so the
     # meta-device model holds the real values.
@@ -77,6 +78,15 @@ def no_pretrained_weights():
         with torch.device("cpu"):
             return orig_schedule(*args, **kwargs)
 
+    # sgm's DiscreteDenoiser likewise computes its sigmas through numpy (not saved: see tensor_plan)
+    import sgm.modules.diffusionmodules.denoiser as sgm_denoiser
+    orig_denoiser = sgm_denoiser.DiscreteDenoiser.__init__
+
+    def denoiser_on_cpu(*args, **kwargs):
+        with torch.device("cpu"):
+            return orig_denoiser(*args, **kwargs)
+
+    sgm_denoiser.DiscreteDenoiser.__init__ = denoiser_on_cpu
     transformers.CLIPTextModel.from_pretrained = clip_from_config
     open_clip.create_model_and_transforms = oc_without_pretrained
     ddpm.DDPM.register_schedule = schedule_on_cpu
@@ -86,6 +96,7 @@ def no_pretrained_weights():
         transformers.CLIPTextModel.from_pretrained = orig_clip
         open_clip.create_model_and_transforms = orig_oc
         ddpm.DDPM.register_schedule = orig_schedule
+        sgm_denoiser.DiscreteDenoiser.__init__ = orig_denoiser
 
 
 def load_config(a1111, family):
@@ -124,6 +135,8 @@ def tensor_plan(model, cfg):
     plan = []
     state = model.state_dict(keep_vars=True)
     for key, t in state.items():
+        if key.startswith("denoiser."):
+            continue  # sgm's sigma table: the hosts build it from their config, checkpoints don't carry it
         module, local = owners[key]
         is_param = isinstance(t, torch.nn.Parameter)
         kind = "buffer"

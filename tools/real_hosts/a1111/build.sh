@@ -69,6 +69,7 @@ stable-diffusion-stability-ai Stability-AI+stablediffusion cf1d67a6fd5ea1aa600c4
 generative-models Stability-AI+generative-models 45c443b316737a4ab6e40413d7794a7f5657c19f
 k-diffusion crowsonkb+k-diffusion ab527a9a6d347f364e3d185ba6d714e22d80cb3c
 BLIP salesforce+BLIP 48211a1594f1321b00f14c9f7a5b4813144b2fb9
+CLIP openai+CLIP d50d76daa670286dd6cacf3bcd80b5e4823fc8e1
 LIST
 
 if [[ ! -x $dest/venv/bin/python ]]; then
@@ -76,10 +77,20 @@ if [[ ! -x $dest/venv/bin/python ]]; then
   "$python" -m venv "$dest/venv"
 fi
 pip=("$dest/venv/bin/python" -m pip install -q --disable-pip-version-check)
-log "torch"
-nice -n 10 "${pip[@]}" torch==2.14.1 torchvision==0.29.1
-log "requirements_versions.txt"
-nice -n 10 "${pip[@]}" -r "$dest/requirements_versions.txt"
+torch=(torch==2.14.1 torchvision==0.29.1)
+# requirements_versions.txt pins setuptools==69.5.1, which torch >= 2.13 refuses (pip would quietly fall
+# back to torch 2.12): take a setuptools torch accepts that still ships pkg_resources.
+sed -E 's#^setuptools==69\.5\.1.*#setuptools>=77.0.3,<81#' "$dest/requirements_versions.txt" > "$dest/seg-requirements.txt"
+stamp=$dest/venv/.seg-installed
+want=$(cat "$dest/seg-requirements.txt"; echo "${torch[*]} CLIP")
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  log "torch + requirements"
+  nice -n 10 "${pip[@]}" "${torch[@]}" -r "$dest/seg-requirements.txt"
+  # what prepare_environment installs besides the requirements: OpenAI's CLIP (k-diffusion imports it)
+  nice -n 10 "${pip[@]}" --no-build-isolation "${torch[@]}" "$dest/repositories/CLIP"
+  echo "$want" > "$stamp"
+fi
+"$dest/venv/bin/python" -c "import torch, torchvision, clip; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 
 log "offline Hugging Face files"
 "$dest/venv/bin/python" "$here/hf_offline.py" "$dest/hf"

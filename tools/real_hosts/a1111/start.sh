@@ -27,7 +27,7 @@ run=$dest/run; mkdir -p "$run"
 python3 "$here/../serve.py" start --pidfile "$run/webui-$port.pid" --log "$run/webui-$port.log" --cwd "$dest" \
   "${lockarg[@]}" \
   --env HF_HOME="$dest/hf" --env HF_HUB_OFFLINE=1 --env TRANSFORMERS_OFFLINE=1 \
-  --env PYTHONUNBUFFERED=1 --env SEG_DEBUG_COUNT="${SEG_DEBUG_COUNT:-}" \
+  --env PYTHONUNBUFFERED=1 \
   -- nice -n 10 "$dest/venv/bin/python" launch.py \
   --skip-prepare-environment --skip-install --skip-version-check --skip-python-version-check \
   --skip-torch-cuda-test --use-cpu all --precision full --no-half --no-half-vae \
