@@ -391,3 +391,26 @@ def test_rescale_changes_the_result_and_keeps_one_call(host, sd15):
     rescaled, calls, p = run(host, sd15, SEG_ALL4 + [0.0, 1.0, 0.7])
     assert calls == [3] * 4 and p.extra_generation_params["SEG rescale"] == "0.7"
     assert torch.isfinite(rescaled).all() and not torch.equal(plain_seg, rescaled)
+
+
+def test_refiner_without_the_layers_ends_seg_at_the_switch_and_says_so(host, capsys):
+    """A spec that fits the base model but not the refiner (real run: `m0.2-5` on SDXL base, whose middle
+    block has 10 transformers, vs the refiner's 4): one notice, no SEG rows on the refiner's steps (they
+    would only cost a UNet's worth of rows for a zero term), and the infotext says SEG was off there."""
+    import unets
+    from sd_model import SDModel
+    base, refiner = SDModel(unets.sd15_like(3, transformer_depth=2)), H.sd_model(seed=5)
+    seen = H.CallCounter(refiner.model.diffusion_model)
+    try:
+        _, calls, p = run(host, base, [True, 3.0, "4", "m0.1"], refiner_model=refiner, refiner_switch_at=0.5)
+    finally:
+        seen.close()
+    assert calls == [3, 3] and seen.calls == [2, 2]
+    assert p.extra_generation_params.get("SEG refiner") == "off"
+    assert capsys.readouterr().out.count("refiner") == 1
+
+
+def test_refiner_with_the_layers_says_seg_ran_there(host, sd15):
+    refiner = H.sd_model(seed=5)
+    _, _, p = run(host, sd15, SEG_ALL4, refiner_model=refiner, refiner_switch_at=0.5)
+    assert p.extra_generation_params.get("SEG refiner") == "on"

@@ -29,6 +29,9 @@ from ..session import NO_ROWS, SegSession
 from . import neighbours
 
 PREFIX = "[SEG]"
+# Infotext entry written when A1111's refiner took over: "on" (SEG went on with the refiner's own layers of
+# the same spec) or "off" (the refiner lacks them; SEG ended at the switch). Not read back.
+REFINER_KEY = "SEG refiner"
 
 
 def notice(message):
@@ -151,6 +154,7 @@ class SamplingPass:
         self.step = None      # the current active step: (Nc, B, conds_list, denoiser, x, sigma) or None
         self.seg_out = None   # (cond rows, seg rows) of the current step
         self.closed = False
+        self.refiner_off = False  # the refiner lacks the layers: no SEG after the switch
 
     # -- installation
     def install(self):
@@ -207,11 +211,15 @@ class SamplingPass:
         try:
             layers = select_layers(unet, self.settings.layers, _model_name(shared.sd_model))
         except ValueError as error:
-            notice(f"not applied to the refiner: {error}")
+            # SEG ends at the switch: no SEG rows on the refiner (they would cost rows for a zero term).
+            notice(f"SEG ends at the refiner switch: {error}")
             self.patched_unets.add(id(unet))
+            self.refiner_off = True
+            self.p.extra_generation_params[REFINER_KEY] = "off"
             return
         self.unet = unet
         self._patch_unet(unet, layers)
+        self.p.extra_generation_params[REFINER_KEY] = "on"
 
     # -- the three CFG denoiser callbacks
     def _ours(self, denoiser):
@@ -230,7 +238,7 @@ class SamplingPass:
         step = int(getattr(denoiser, "step", params.sampling_step))
         total = int(getattr(denoiser, "total_steps", None) or params.total_sampling_steps)
         self.session.begin_step(n_rows, NO_ROWS)
-        if n_rows != n_cond + n_images or not self.session.step_active(min(step, total - 1), total):
+        if self.refiner_off or n_rows != n_cond + n_images or not self.session.step_active(min(step, total - 1), total):
             return  # outside the interval, or a layout we don't know (edit model's 3-way): no SEG rows
         conds_list = and_weights(denoiser, n_images, n_cond)
         if conds_list is None:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Start the A1111 test install in the background and wait until it serves (API, our script, its
+# defaults, a tiny txt2img).  Stop it with stop.sh (same --dest/--port).
+#
+#   tools/real_hosts/a1111/start.sh [--dest /work/hosts/a1111] [--port 7860]
+#       [--models /work/hosts/models] [--checkpoint seg-random-sd15.safetensors]
+#       [--lock shared|exclusive|none] [-- extra WebUI flags]
+#
+# --lock: the team's memory lock (/tmp/seg-mem.lock), held as long as the server runs: shared for
+# SD1.5 work, exclusive when SDXL or the refiner will be loaded.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+dest=/work/hosts/a1111 port=7860 models=/work/hosts/models ckpt=seg-random-sd15.safetensors lock=shared
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dest) dest=$2; shift 2;;
+    --port) port=$2; shift 2;;
+    --models) models=$2; shift 2;;
+    --checkpoint) ckpt=$2; shift 2;;
+    --lock) lock=$2; shift 2;;
+    --) shift; break;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+lockarg=(); [[ $lock != none ]] && lockarg=(--lock "$lock")
+run=$dest/run; mkdir -p "$run"
+python3 "$here/../serve.py" start --pidfile "$run/webui-$port.pid" --log "$run/webui-$port.log" --cwd "$dest" \
+  "${lockarg[@]}" \
+  --env HF_HOME="$dest/hf" --env HF_HUB_OFFLINE=1 --env TRANSFORMERS_OFFLINE=1 \
+  --env PYTHONUNBUFFERED=1 \
+  -- nice -n 10 "$dest/venv/bin/python" launch.py \
+  --skip-prepare-environment --skip-install --skip-version-check --skip-python-version-check \
+  --skip-torch-cuda-test --use-cpu all --precision full --no-half --no-half-vae \
+  --api --port "$port" --ckpt-dir "$models" --ckpt "$models/$ckpt" --no-download-sd-model \
+  --disable-console-progressbars "$@"
+python3 "$here/../serve.py" wait --url "http://127.0.0.1:$port" --pidfile "$run/webui-$port.pid" \
+  --timeout "${WAIT_TIMEOUT:-1500}"
+touch "$dest/READY"

@@ -1,0 +1,183 @@
+"""Start, wait for, and stop a WebUI host (A1111, Forge, reForge) in the background. Standard library only.
+
+    serve.py start --pidfile F --log L [--cwd DIR] [--lock shared|exclusive] [--env K=V ...] -- CMD ...
+    serve.py wait  --url http://127.0.0.1:7860 [--script "Smoothed Energy Guidance (SEG)"] [--timeout 1200]
+                   [--no-txt2img]
+    serve.py stop  --pidfile F
+    serve.py status --pidfile F
+
+`start` runs CMD in a new process group (session) and records its PID, process group and command line
+in the pidfile. With --lock it holds the shared memory lock of the team's machine
+(flock on /tmp/seg-mem.lock) for exactly as long as the server lives.
+`wait` returns when the API answers, the script is listed for txt2img and img2img, /sdapi/v1/script-info
+answers (the scripts' default args are computed; Forge answers /sdapi/v1/* before that), and a tiny
+txt2img (64 px, 1 step, no script args) succeeds; it fails early if the server process died.
+`stop` ends only the process group it started (SIGTERM, then SIGKILL after 30 s), and refuses when the
+PID now belongs to another command.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+LOCK = "/tmp/seg-mem.lock"
+
+
+def _read(pidfile):
+    try:
+        with open(pidfile) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:
+        return None
+
+
+def _ours(rec):
+    """True when the recorded PID is alive and still runs the command we started."""
+    cmd = _cmdline(rec["pid"])
+    return cmd is not None and [c.decode(errors="replace") for c in cmd] == rec["argv"]
+
+
+def start(args):
+    rec = _read(args.pidfile)
+    if rec and _ours(rec):
+        sys.exit(f"already running: pid {rec['pid']} ({args.pidfile})")
+    argv = list(args.cmd)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        sys.exit("start: give the command after --")
+    if args.lock:
+        argv = ["flock", "-s" if args.lock == "shared" else "-x", LOCK] + argv
+    env = dict(os.environ)
+    for kv in args.env or []:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
+    log = open(args.log, "ab")
+    proc = subprocess.Popen(argv, cwd=args.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    rec = {"pid": proc.pid, "pgid": proc.pid, "argv": argv, "log": os.path.abspath(args.log),
+           "started": time.time()}
+    os.makedirs(os.path.dirname(os.path.abspath(args.pidfile)), exist_ok=True)
+    with open(args.pidfile, "w") as f:
+        json.dump(rec, f)
+    print(f"started pid {proc.pid} (process group {proc.pid}); log {args.log}")
+
+
+def _get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def _post(url, payload, timeout=600):
+    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait(args):
+    rec = _read(args.pidfile) if args.pidfile else None
+    t0 = time.time()
+    deadline = t0 + args.timeout
+    stage = "API"
+    last = ""
+    while time.time() < deadline:
+        if rec and not _ours(rec):
+            sys.exit(f"server process {rec['pid']} exited while waiting ({stage}); see {rec['log']}")
+        try:
+            if stage == "API":
+                scripts = _get(args.url + "/sdapi/v1/scripts")
+                want = args.script.lower()
+                if args.script and not all(want in scripts.get(k, []) for k in ("txt2img", "img2img")):
+                    sys.exit(f"the API answers but {args.script!r} is not listed: {scripts}")
+                stage = "script-info"
+            if stage == "script-info":
+                info = _get(args.url + "/sdapi/v1/script-info")
+                if args.script and not any(s.get("name") == args.script.lower() for s in info):
+                    raise RuntimeError("script-info does not list the script yet")
+                stage = "txt2img"
+            if stage == "txt2img":
+                if not args.no_txt2img:
+                    r = _post(args.url + "/sdapi/v1/txt2img", {"prompt": "ready", "width": 64, "height": 64,
+                                                                "steps": 1, "cfg_scale": 1, "seed": 1})
+                    if not r.get("images"):
+                        raise RuntimeError(f"txt2img returned no image: {str(r)[:200]}")
+                print(f"ready after {time.time() - t0:.0f} s: {args.url}")
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+            if str(e) != last:
+                print(f"  waiting ({stage}): {e}", flush=True)
+                last = str(e)
+        time.sleep(3)
+    sys.exit(f"not ready after {args.timeout} s (stage {stage})")
+
+
+def stop(args):
+    rec = _read(args.pidfile)
+    if not rec:
+        print(f"no pidfile {args.pidfile}: nothing to stop")
+        return
+    if not _ours(rec):
+        print(f"pid {rec['pid']} is not running the command we started: nothing stopped")
+        os.remove(args.pidfile)
+        return
+    pgid = rec["pgid"]
+    os.killpg(pgid, signal.SIGTERM)
+    for _ in range(60):
+        if not _ours(rec):
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(pgid, signal.SIGKILL)
+    # the group may still hold children (the WebUI under flock): end what is left of that group only
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.remove(args.pidfile)
+    print(f"stopped process group {pgid}")
+
+
+def status(args):
+    rec = _read(args.pidfile)
+    print("running" if rec and _ours(rec) else "not running")
+    sys.exit(0 if rec and _ours(rec) else 1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("start")
+    s.add_argument("--pidfile", required=True)
+    s.add_argument("--log", required=True)
+    s.add_argument("--cwd")
+    s.add_argument("--lock", choices=["shared", "exclusive"])
+    s.add_argument("--env", action="append", help="K=V added to the environment")
+    s.add_argument("cmd", nargs=argparse.REMAINDER)
+    w = sub.add_parser("wait")
+    w.add_argument("--url", default="http://127.0.0.1:7860")
+    w.add_argument("--pidfile", help="fail early when this server dies")
+    w.add_argument("--script", default="Smoothed Energy Guidance (SEG)", help="'' to skip the script checks")
+    w.add_argument("--timeout", type=float, default=1200)
+    w.add_argument("--no-txt2img", action="store_true")
+    for name in ("stop", "status"):
+        sub.add_parser(name).add_argument("--pidfile", required=True)
+    args = ap.parse_args()
+    {"start": start, "wait": wait, "stop": stop, "status": status}[args.action](args)
+
+
+if __name__ == "__main__":
+    main()
