@@ -95,11 +95,15 @@ done
 # then the host's pinned requirements; lines pip cannot take from a package index are rewritten.
 [[ -x "$dest/venv/bin/python" ]] || "$python" -m venv "$dest/venv"
 pip=("$dest/venv/bin/python" -m pip install -q --disable-pip-version-check "${pip_flags[@]}")
-nice -n 10 "${pip[@]}" torch==2.14.1 torchvision==0.29.1
+torch=(torch==2.14.1 torchvision==0.29.1)
+nice -n 10 "${pip[@]}" "${torch[@]}"
+# Both hosts pin setuptools==69.5.1, which torch >= 2.13 refuses (it needs >= 77.0.3; pip would quietly
+# go back to torch 2.12): take a setuptools that torch accepts and that still ships pkg_resources.
 # reForge pins a pydantic 1.10.15 re-release from a GitHub download; PyPI's 1.10.15 is the same version.
-sed -E 's#^https://github.com/Panchovix/pydantic-fixreforge/.*#pydantic==1.10.15#' \
+sed -E -e 's#^setuptools==69\.5\.1.*#setuptools>=77.0.3,<81#' \
+  -e 's#^https://github.com/Panchovix/pydantic-fixreforge/.*#pydantic==1.10.15#' \
   "$dest/requirements_versions.txt" > "$dest/seg-requirements.txt"
-nice -n 10 "${pip[@]}" -r "$dest/seg-requirements.txt"
+nice -n 10 "${pip[@]}" "${torch[@]}" -r "$dest/seg-requirements.txt"
 
 # The extension, linked so that edits in the repository are live.
 mkdir -p "$dest/extensions"
