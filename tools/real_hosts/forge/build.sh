@@ -38,6 +38,7 @@ case $host in
       "AUTOMATIC1111/stable-diffusion-webui-assets 6f7db241d2f8ba7457bac5ca9753331f0c266917 stable-diffusion-webui-assets"
       "lllyasviel/huggingface_guess 84826248b49bb7ca754c73293299c4d4e23a548d huggingface_guess"
       "salesforce/BLIP 48211a1594f1321b00f14c9f7a5b4813144b2fb9 BLIP"
+      "openai/CLIP d50d76daa670286dd6cacf3bcd80b5e4823fc8e1 CLIP"
     ) ;;
   reforge)
     github=Panchovix/stable-diffusion-webui-reForge
@@ -50,6 +51,7 @@ case $host in
       "Stability-AI/generative-models 45c443b316737a4ab6e40413d7794a7f5657c19f generative-models"
       "crowsonkb/k-diffusion ab527a9a6d347f364e3d185ba6d714e22d80cb3c k-diffusion"
       "salesforce/BLIP 48211a1594f1321b00f14c9f7a5b4813144b2fb9 BLIP"
+      "openai/CLIP d50d76daa670286dd6cacf3bcd80b5e4823fc8e1 CLIP"
     ) ;;
   *) echo "--host must be forge or reforge" >&2; exit 2 ;;
 esac
@@ -104,6 +106,9 @@ sed -E -e 's#^setuptools==69\.5\.1.*#setuptools>=77.0.3,<81#' \
   -e 's#^https://github.com/Panchovix/pydantic-fixreforge/.*#pydantic==1.10.15#' \
   "$dest/requirements_versions.txt" > "$dest/seg-requirements.txt"
 nice -n 10 "${pip[@]}" "${torch[@]}" -r "$dest/seg-requirements.txt"
+# What the launchers install besides the requirements: OpenAI's CLIP package from that repository (reForge's
+# k-diffusion imports `clip` at startup); joblib for the built-in soft-inpainting script.
+nice -n 10 "${pip[@]}" --no-build-isolation "${torch[@]}" "$dest/repositories/CLIP" joblib
 
 # The extension, linked so that edits in the repository are live.
 mkdir -p "$dest/extensions"
