@@ -183,7 +183,8 @@ def main():
             if reference and reference in images and reference != name:
                 a, b = images[reference][0], images[name][0]
                 changed = float(np.mean(np.any(a != b, axis=-1))) if a.shape == b.shape else 1.0
-                entry["changed_vs"] = [reference, round(changed, 4)]
+                mean_abs = float(np.mean(np.abs(a.astype(int) - b.astype(int)))) if a.shape == b.shape else None
+                entry["changed_vs"] = [reference, round(changed, 4), mean_abs]
                 if expect == "on" and changed == 0:
                     problems.append(f"image identical to {reference}")
                 if expect is None and changed != 0:
@@ -193,7 +194,7 @@ def main():
                 for c in (groups[0] if groups else []))
             line = (f"{len(groups)} steps, calls/step {per_step}, step 1: {rows}, latents "
                     f"{sorted({tuple(c['latent']) for c in calls})}"
-                    + (f", vs {entry['changed_vs'][0]}: {entry['changed_vs'][1]:.2%} px changed" if "changed_vs" in entry else ""))
+                    + (f", vs {entry['changed_vs'][0]}: {entry['changed_vs'][1]:.2%} px changed, mean |d| {entry['changed_vs'][2]:.2f}" if "changed_vs" in entry else ""))
         entry["problems"] = problems
         failures += bool(problems)
         record.append(entry)
