@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run a Forge or reForge install made by build.sh, in the foreground, on the CPU, offline, API on
+# 127.0.0.1 only. The process that runs the server is this one (exec): stop it by its PID.
+#
+#   tools/real_hosts/forge/start.sh [--host forge|reforge] [--dest DIR] [--port N] [--models DIR]
+#                                   [--probe] [--no-extensions] [-- extra host flags]
+#
+# --models         checkpoint folder (default /work/hosts/models)
+# --probe          also load tools/real_hosts/forge/probe: GET /seg-probe/calls lists every UNet call
+#                  (rows, SEG rows, cond/uncond labels); it changes no computation
+# --no-extensions  start without any non-built-in extension (--disable-extra-extensions): the reference
+#                  for "SEG disabled is bit-identical to no extension"
+# Environment: THREADS (torch threads, default 2).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+host=forge dest= port=7870 models=/work/hosts/models probe=0 bare=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --host) host=$2; shift 2 ;;
+    --dest) dest=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --models) models=$2; shift 2 ;;
+    --probe) probe=1; shift ;;
+    --no-extensions) bare=1; shift ;;
+    --) shift; break ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+: "${dest:=/work/hosts/$host}"
+[[ -f "$dest/BUILT" ]] || { echo "$dest is not built (no BUILT file): run build.sh first" >&2; exit 1; }
+
+if [[ $probe == 1 ]]; then
+  ln -sfn "$here/probe" "$dest/extensions/seg-probe"
+else
+  rm -f "$dest/extensions/seg-probe"
+fi
+flags=()
+[[ $bare == 1 ]] && flags+=(--disable-extra-extensions)
+
+threads=${THREADS:-2}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+export CUDA_VISIBLE_DEVICES=  # the torch build is a CUDA one; make sure it never looks for a GPU
+cd "$dest"
+rm -f READY
+exec nice -n 10 "$dest/venv/bin/python" launch.py \
+  --skip-prepare-environment --skip-python-version-check --skip-torch-cuda-test --skip-version-check \
+  --always-cpu --no-half --no-half-vae --precision full \
+  --api --server-name 127.0.0.1 --port "$port" \
+  --ckpt-dir "$models" --no-download-sd-model --no-hashing \
+  "${flags[@]}" "$@"
