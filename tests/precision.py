@@ -76,3 +76,9 @@ def float64():
          util.timestep_embedding) = saved
         torch.set_default_dtype(dtype)
 
+
+def assert_effect(changed, unchanged, at_least=MIN_EFFECT):
+    """A perturbation moved `changed` away from `unchanged` by more than `at_least` of the scale."""
+    scale = max(unchanged.abs().max().item(), 1.0)
+    change = (changed - unchanged).abs().max().item()
+    assert change > at_least * scale, f"changed by only {change:.3g} at scale {scale:.3g} (need > {at_least:g} x scale)"

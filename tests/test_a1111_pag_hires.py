@@ -9,7 +9,7 @@ import torch
 
 from a1111_stand_in import harness as H
 from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
-from precision import assert_same_arithmetic, float64
+from precision import assert_effect, assert_same_arithmetic, float64
 from test_a1111_pass import run
 
 EFFECT = 5e-3
@@ -20,15 +20,6 @@ def in_float64():
     """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
     with float64():
         yield
-
-
-def assert_round_off(got, want):
-    assert_same_arithmetic(got, want)
-
-
-def assert_effect(a, b):
-    change, scale = (a - b).abs().max().item(), b.abs().max().item()
-    assert change > EFFECT * scale, f"changed by only {change:g} at scale {scale:g}"
 
 
 @pytest.fixture(autouse=True)
@@ -93,11 +84,11 @@ def test_identity_mode_equals_separate_hooked_pass(host, sd15, layers, batch_con
     assert calls == ([6] if batch_cond_uncond else [2, 2, 2]) * 4
     assert p.extra_generation_params["SEG mode"] == "identity"
     ref = identity_reference(sd15, c_rows, uc_rows, layers, 2.5, seeds=(1, 2))
-    assert_round_off(got, ref)
+    assert_same_arithmetic(got, ref)
     blur, _, _ = run(host, sd15, [{**args, "mode": "blur", "sigma": "inf"}], c, uc, batch_size=2)
     plain, _, _ = run(host, sd15, [False], c, uc, batch_size=2)
-    assert_effect(got, plain)
-    assert_effect(got, blur)
+    assert_effect(got, plain, EFFECT)
+    assert_effect(got, blur, EFFECT)
 
 
 def test_identity_mode_at_cfg_1(host, sd15):
@@ -105,7 +96,7 @@ def test_identity_mode_at_cfg_1(host, sd15):
     args = [{"enabled": True, "scale": 3.0, "layers": "all", "mode": "identity"}]
     got, calls, _ = run(host, sd15, args, c, uc, batch_size=2, cfg_scale=1.0)
     assert calls == [6] * 4
-    assert_round_off(got, identity_reference(sd15, c_rows, uc_rows, "all", 3.0, cfg=1.0, seeds=(1, 2)))
+    assert_same_arithmetic(got, identity_reference(sd15, c_rows, uc_rows, "all", 3.0, cfg=1.0, seeds=(1, 2)))
 
 
 def test_identity_mode_sdxl_layout(host):
@@ -119,9 +110,9 @@ def test_identity_mode_sdxl_layout(host):
     got, calls, _ = run(host, model, args, c, uc, batch_size=2)
     assert calls == [6] * 4
     ref = identity_reference(model, rows([1, 3]), rows([2, 4]), "d2-3, m0", 2.0, seeds=(1, 2), sdxl=True)
-    assert_round_off(got, ref)
+    assert_same_arithmetic(got, ref)
     plain, _, _ = run(host, model, [False], c, uc, batch_size=2)
-    assert_effect(got, plain)
+    assert_effect(got, plain, EFFECT)
 
 
 def test_identity_mode_reproduced_from_its_infotext_and_sigma_ignored(host, sd15):

@@ -11,7 +11,7 @@ from forge_stand_in.unet import attention_function, stand_in_attention
 from forge_stand_in.webui import Processing
 from lib_seg.layers import select_layers
 from lib_seg.params import SegSettings
-from precision import assert_same_arithmetic, float64
+from precision import assert_effect, assert_same_arithmetic, float64
 from test_forge import FLAVORS, _one_evaluation, assert_clean, conds, generate, unet_for, world
 
 EFFECT = 1e-2
@@ -22,15 +22,6 @@ def in_float64():
     """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
     with float64():
         yield
-
-
-def assert_round_off(got, want):
-    assert_same_arithmetic(got, want)
-
-
-def assert_effect(a, b):
-    change, scale = (a - b).abs().max().item(), b.abs().max().item()
-    assert change > EFFECT * scale, f"changed by only {change:g} at scale {scale:g}"
 
 
 def _identity_reference(flavor, settings, x, sigma, cond, uncond, cfg_scale, arch="sd15", with_uncond=True):
@@ -85,12 +76,12 @@ def test_identity_rows_equal_separate_passes(flavor, arch, weights, max_chunks):
     sigma = torch.tensor([3.0])
     got = _one_evaluation(flavor, settings, x, sigma.expand(2), cond, uncond, 6.0, max_chunks=max_chunks, arch=arch)
     want = _identity_reference(flavor, settings, x, sigma, cond, uncond, 6.0, arch=arch)
-    assert_round_off(got, want)
+    assert_same_arithmetic(got, want)
     blur = _one_evaluation(flavor, SegSettings(enabled=True, scale=2.5, layers="m0, u0-u2"), x, sigma.expand(2),
                            cond, uncond, 6.0, arch=arch)
     plain = _one_evaluation(flavor, SegSettings(), x, sigma.expand(2), cond, uncond, 6.0, arch=arch)
-    assert_effect(got, plain)
-    assert_effect(got, blur)
+    assert_effect(got, plain, EFFECT)
+    assert_effect(got, blur, EFFECT)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
@@ -106,7 +97,7 @@ def test_identity_rows_at_cfg_1(flavor):
     calls, unet._forge_calls = unet._forge_calls, None
     assert calls == [4]
     want = _identity_reference(flavor, settings, x, sigma, cond, uncond, 1.0, with_uncond=False)
-    assert_round_off(got, want)
+    assert_same_arithmetic(got, want)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)

@@ -16,7 +16,7 @@ from lib_seg.layers import select_self_attention
 from lib_seg.params import SegSettings
 from lib_seg.session import SegSession
 from ldm_wrap import denoiser_for, sampling
-from precision import assert_same_arithmetic, float64
+from precision import assert_effect, assert_same_arithmetic, float64
 from unets import CONTEXT_DIM, sd15_like, sdxl_like
 
 EFFECT = 1e-2      # relative: the identity rows must differ from unperturbed ones by more than this
@@ -27,15 +27,6 @@ def in_float64():
     """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
     with float64():
         yield
-
-
-def assert_round_off(got, want):
-    assert_same_arithmetic(got, want)
-
-
-def assert_effect(perturbed, plain):
-    change, scale = (perturbed - plain).abs().max().item(), plain.abs().max().item()
-    assert change > EFFECT * scale, f"the perturbation changed the output by only {change:g} at scale {scale:g}"
 
 
 def value_projection_hooks(unet, spec):
@@ -97,11 +88,11 @@ def test_identity_rows_equal_a_separate_pass_returning_the_value_projection(arch
             session.set_call(slice(b, 2 * b), x.shape[-2:])
             batched = _unet_call(unet, torch.cat([x, x, x]), torch.cat([cond, cond, uncond]), _rep(y, 3))
 
-    assert_round_off(batched[b:2 * b], reference)
-    assert_effect(reference, plain[:b])
+    assert_same_arithmetic(batched[b:2 * b], reference)
+    assert_effect(reference, plain[:b], EFFECT)
     # the cond and uncond rows attend as without the extension
-    assert_round_off(batched[:b], plain[:b])
-    assert_round_off(batched[2 * b:], plain[b:])
+    assert_same_arithmetic(batched[:b], plain[:b])
+    assert_same_arithmetic(batched[2 * b:], plain[b:])
     assert not any("forward" in vars(m) for m in unet.modules())
 
 
@@ -184,5 +175,5 @@ def test_denoiser_identity_batched_equals_separate_reference_at_cfg_1():
     plain = SegCFGDenoiser(denoiser, unet, SegSettings(), cfg_scale=1.0, total_steps=STEPS)
     with torch.no_grad(), plain:
         unguided = sampling.sample_euler(plain, x, sigmas, extra_args={"cond": cond}, disable=True)
-    assert_round_off(batched, reference)
-    assert_effect(batched, unguided)
+    assert_same_arithmetic(batched, reference)
+    assert_effect(batched, unguided, EFFECT)
