@@ -41,8 +41,11 @@ FAMILIES = {
 }
 
 # Scales applied on top of the default init (see the module docstring; measured with --measure).
-QK_SCALE = 4.0           # self-attention (attn1) to_q and to_k: logits x16
-UPSAMPLE_SCALE = 2.0     # VAE decoder upsample convs
+SCALES = {
+    "qk": 8.0,           # self-attention (attn1) to_q and to_k: logits x64, a sharp softmax
+    "attn_out": 4.0,     # self-attention (attn1) to_out: its share of the residual stream
+    "upsample": 2.0,     # VAE decoder upsample convs
+}
 
 
 def setup_host_imports(a1111):
@@ -168,9 +171,11 @@ def tensor_plan(model, cfg):
 def scale_for(key):
     """The extra factor a weight gets (1 for most)."""
     if ".attn1.to_q.weight" in key or ".attn1.to_k.weight" in key:
-        return QK_SCALE
+        return SCALES["qk"]
+    if ".attn1.to_out.0." in key:
+        return SCALES["attn_out"]
     if key.startswith("first_stage_model.decoder.up.") and ".upsample.conv." in key:
-        return UPSAMPLE_SCALE
+        return SCALES["upsample"]
     return 1.0
 
 
@@ -230,7 +235,7 @@ def write_streaming(path, plan, make):
     os.replace(tmp, path)
 
 
-def make(a1111, family, out, seed):
+def make(a1111, family, out, seed, suffix=""):
     model, cfg = build_meta_model(a1111, family)
     plan = tensor_plan(model, cfg)
     buffers = buffer_values(model)
@@ -244,7 +249,7 @@ def make(a1111, family, out, seed):
             return buffers[key].float()
         return draw(key, shape, kind, fan_in, seed)
 
-    path = os.path.join(out, FAMILIES[family][1])
+    path = os.path.join(out, FAMILIES[family][1].replace(".safetensors", suffix + ".safetensors"))
     write_streaming(path, plan, value)
     n = sum(math.prod(s) for _, s, kind, _ in plan if kind != "buffer")
     print(f"{family}: {path}  {len(plan)} tensors, {n / 1e9:.3f} B parameters, "
@@ -300,7 +305,15 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measure", action="store_true", help="measure the SEG pixel change on the SD1.5 file")
     ap.add_argument("--no-make", action="store_true", help="only --measure existing files")
+    ap.add_argument("--scale", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a scale (" + ", ".join(f"{k}={v:g}" for k, v in SCALES.items()) + ")")
+    ap.add_argument("--suffix", default="", help="added to the file names (trying other scales)")
     args = ap.parse_args()
+    for item in args.scale:
+        name, _, value = item.partition("=")
+        if name not in SCALES:
+            sys.exit(f"--scale: unknown name {name!r}; accepted: {', '.join(SCALES)}")
+        SCALES[name] = float(value)
     os.environ.setdefault("HF_HOME", os.path.join(args.a1111, "hf"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -312,7 +325,7 @@ def main():
             sys.exit(f"--only: unknown family {family!r}; accepted: {', '.join(FAMILIES)}")
         if not args.no_make:
             t = time.time()
-            make(args.a1111, family, args.out, args.seed)
+            make(args.a1111, family, args.out, args.seed, args.suffix)
             print(f"  {time.time() - t:.0f} s")
     if args.measure:
         res = measure_sd15(args.a1111, os.path.join(args.out, FAMILIES["sd15"][1]))
