@@ -36,18 +36,23 @@ def _read(pidfile):
         return None
 
 
-def _cmdline(pid):
+def _start_ticks(pid):
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[:-1]
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
     except OSError:
         return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _ours(rec):
-    """True when the recorded PID is alive and still runs the command we started."""
-    cmd = _cmdline(rec["pid"])
-    return cmd is not None and [c.decode(errors="replace") for c in cmd] == rec["argv"]
+    """True when the recorded PID is alive and is still the process we started.
+
+    Compared by start time, not command line: a wrapper such as `nice` execs into another
+    command under the same PID, while a recycled PID has a later start time."""
+    ticks = _start_ticks(rec["pid"])
+    return ticks is not None and ticks == rec.get("start_ticks")
 
 
 def start(args):
@@ -70,7 +75,7 @@ def start(args):
     proc = subprocess.Popen(argv, cwd=args.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     rec = {"pid": proc.pid, "pgid": proc.pid, "argv": argv, "log": os.path.abspath(args.log),
-           "started": time.time()}
+           "started": time.time(), "start_ticks": _start_ticks(proc.pid)}
     os.makedirs(os.path.dirname(os.path.abspath(args.pidfile)), exist_ok=True)
     with open(args.pidfile, "w") as f:
         json.dump(rec, f)
