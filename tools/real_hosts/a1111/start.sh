@@ -6,6 +6,9 @@
 #       [--models /work/hosts/models] [--checkpoint seg-random-sd15.safetensors]
 #       [--lock shared|exclusive|none] [-- extra WebUI flags]
 #
+# MALLOC_MMAP_THRESHOLD_ (1 MiB): glibc then maps every tensor >= 1 MiB on its own and returns it on free.
+# Without it, switching SDXL base -> refiner -> base (A1111's refiner, fp32) grew the server to 24 GiB and the
+# kernel killed it; with it the same switches peak at 15 GiB.
 # --lock: the team's memory lock (/tmp/seg-mem.lock), held as long as the server runs: shared for
 # SD1.5 work, exclusive when SDXL or the refiner will be loaded.
 set -euo pipefail
@@ -27,7 +30,7 @@ run=$dest/run; mkdir -p "$run"
 python3 "$here/../serve.py" start --pidfile "$run/webui-$port.pid" --log "$run/webui-$port.log" --cwd "$dest" \
   "${lockarg[@]}" \
   --env HF_HOME="$dest/hf" --env HF_HUB_OFFLINE=1 --env TRANSFORMERS_OFFLINE=1 \
-  --env PYTHONUNBUFFERED=1 \
+  --env PYTHONUNBUFFERED=1 --env MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-1048576}" \
   -- nice -n 10 "$dest/venv/bin/python" launch.py \
   --skip-prepare-environment --skip-install --skip-version-check --skip-python-version-check \
   --skip-torch-cuda-test --use-cpu all --precision full --no-half --no-half-vae \
