@@ -65,6 +65,9 @@ SEG_ON_NAMED = [dict(zip(SEG_ARG_NAMES, SEG_ON))]
 # Runs "without SEG" say so explicitly: a user's ui-config.json may have changed the UI default (which is what
 # the API uses for arguments a request leaves out).
 SEG_OFF = [False]
+# Named fields added after the first seven (lib_seg.params: mode, hires, hr_*), sent by name only.
+SEG_PAG_NAMED = [dict(SEG_ON_NAMED[0], mode="identity")]
+SEG_HIRES_OWN_NAMED = [dict(SEG_ON_NAMED[0], hires="own", hr_scale=3, hr_sigma=1, hr_layers="mid")]
 SEG_BAD_SIGMA = [True, 3, -1, "mid"]
 LAYER_PROBE = "m0.99"     # a transformer no model has: the refusal lists the model's layout
 XYZ_SIGMAS = ["1", "inf"]
@@ -308,6 +311,8 @@ class SelfCheck:
         ("hires fix", "check_hires"),
         ("img2img", "check_img2img"),
         ("X/Y/Z sweep over SEG sigma", "check_xyz"),
+        ("PAG mode (identity attention)", "check_pag"),
+        ("hires pass with own settings", "check_hires_own"),
         ("no SEG after SEG runs: bit-identical", "check_after"),
     )
 
@@ -649,10 +654,73 @@ class SelfCheck:
 
     def check_hires(self):
         final = int(self.size * 1.5)
-        # hr_additional_modules: Forge's API hires pass needs it; A1111 and reForge ignore the unknown field.
+        # hr_additional_modules: see hires_payload.
         return self._pair_check("hires", expect_size=(final, final), enable_hr=True, hr_scale=1.5,
                                 hr_upscaler="Latent", hr_second_pass_steps=max(2, self.steps // 2),
                                 denoising_strength=0.6, hr_additional_modules=["Use same choices"])
+
+    def hires_payload(self, seg):
+        # hr_additional_modules: Forge's API hires pass needs it; A1111 and reForge ignore the unknown field.
+        return self.payload(seg, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent",
+                            hr_second_pass_steps=max(2, self.steps // 2), denoising_strength=0.6,
+                            hr_additional_modules=["Use same choices"])
+
+    def _from_infotext(self, label, generation):
+        """The image regenerated from the generation's infotext alone, compared with it."""
+        # styles: [] because Forge on gradio 4 fails an infotext request without it (harmless elsewhere).
+        again = self.generate(label, {"infotext": generation.infotext(), "styles": [], "send_images": True,
+                                      "save_images": False})
+        return compare(generation.images[-1], again.images[-1])
+
+    def check_pag(self):
+        """Identity attention (PAG) in the SEG rows: changes the image, differs from SEG, round-trips through
+        its infotext, and switching back to blur reproduces the earlier SEG image exactly."""
+        pag = self.generate("PAG (identity)", self.payload(SEG_PAG_NAMED))
+        problems = []
+        vs_base = compare(self.base().images[0], pag.images[0])
+        vs_seg = compare(self.seg().images[0], pag.images[0])
+        if not changes(vs_base):
+            problems.append(f"vs no SEG: {describe_difference(vs_base, 'bit-identical: PAG had no effect')}")
+        if vs_seg["identical"]:
+            problems.append("bit-identical to the SEG (blur) image: the mode was not used")
+        if "SEG mode: identity" not in pag.infotext():
+            problems.append("infotext lacks 'SEG mode: identity'")
+        again = self._from_infotext("PAG from infotext", pag)
+        if not again["identical"]:
+            problems.append(f"from its infotext: {describe_difference(again)}")
+        blur = self.generate("SEG (blur) after PAG", self.payload(SEG_ON))
+        back = compare(self.seg().images[0], blur.images[0])
+        if not back["identical"]:
+            problems.append(f"blur after PAG differs from the earlier SEG image: {describe_difference(back)}")
+        data = {"difference": vs_base, "difference_vs_seg": vs_seg}
+        if problems:
+            return "FAIL", "; ".join(problems), data
+        return ("PASS", f"vs no SEG: {describe_difference(vs_base)}; differs from SEG; reproduced from its "
+                        "infotext; blur afterwards = the SEG image", data)
+
+    def check_hires_own(self):
+        """The hires override: the second pass with its own sigma gives another hires image than the first
+        pass's settings, and round-trips through its infotext. (That the first pass is untouched needs the
+        intermediate latents: the real-host harness checks it with its probe.)"""
+        same = self.generate("hires, SEG same", self.hires_payload(SEG_ON))
+        own = self.generate("hires, SEG own (sigma 1)", self.hires_payload(SEG_HIRES_OWN_NAMED))
+        problems = []
+        diff = compare(same.images[-1], own.images[-1])
+        if diff["identical"]:
+            problems.append("bit-identical to the hires image with the first pass's settings: the override "
+                            "was not used")
+        for key in ("SEG hires: own", "SEG hires sigma: 1"):
+            if key not in own.infotext():
+                problems.append(f"infotext lacks '{key}'")
+        if "SEG hires" in same.infotext():
+            problems.append("the image without the override has 'SEG hires' keys in its infotext")
+        again = self._from_infotext("hires own from infotext", own)
+        if not again["identical"]:
+            problems.append(f"from its infotext: {describe_difference(again)}")
+        data = {"difference": diff}
+        if problems:
+            return "FAIL", "; ".join(problems), data
+        return "PASS", f"vs first-pass settings: {describe_difference(diff)}; reproduced from its infotext", data
 
     def check_img2img(self):
         init = _plain_b64(self.base().b64[0])

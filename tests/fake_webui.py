@@ -37,9 +37,17 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SEG_TITLE = "Smoothed Energy Guidance (SEG)"
-SEG_NAMES = ("enabled", "scale", "sigma", "layers", "start", "end", "rescale")
-SEG_DEFAULTS = (False, 3.0, "inf", "mid", 0.0, 1.0, 0.0)
-SEG_LABELS = (SEG_TITLE, "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale")
+SEG_NAMES = ("enabled", "scale", "sigma", "layers", "start", "end", "rescale", "mode", "hires", "hr_scale",
+             "hr_sigma", "hr_layers", "hr_mode")
+SEG_DEFAULTS = (False, 3.0, "inf", "mid", 0.0, 1.0, 0.0, "blur", "same", 3.0, "inf", "mid", "blur")
+SEG_LABELS = (SEG_TITLE, "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale",
+              "SEG perturbation", "SEG hires pass", "SEG hires scale", "SEG hires sigma", "SEG hires layers",
+              "SEG hires perturbation")
+# infotext key -> field, for the keys this fake writes and pastes (lib_seg.params: mode and the hires keys only
+# when they are not the default)
+SEG_INFOTEXT = {"SEG scale": "scale", "SEG sigma": "sigma", "SEG layers": "layers", "SEG mode": "mode",
+                "SEG hires": "hires", "SEG hires scale": "hr_scale", "SEG hires sigma": "hr_sigma",
+                "SEG hires layers": "hr_layers", "SEG hires mode": "hr_mode"}
 
 AXES = ["Nothing", "Seed", "Var. seed", "Var. strength", "Steps", "Hires steps", "CFG Scale", "Prompt S/R",
         "Sampler", "Checkpoint name", "Size", "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end",
@@ -67,6 +75,8 @@ class FakeConfig:
     named_args: bool = True        # False: the named-object form is read as "disabled"
     xyz_axis_used: bool = True     # False: SEG X/Y/Z axes enable SEG but their values are dropped
     hires_keeps_seg: bool = True   # False: hires-fix images come out as without SEG
+    mode_used: bool = True         # False: the perturbation mode is accepted but blur runs whatever it says
+    hires_override_used: bool = True  # False: the hires pass runs the first pass's settings whatever "hires" says
     seg_effect: str = "full"       # "full": a new image; "round_off": every value moved by one level (what fp32
                                    # round-off can do); "weak": 1 pixel in 400 moved by 5 levels
     model: str = MODELS[0]["title"]
@@ -111,6 +121,20 @@ def png(width, height, rgb, text=None):
 
 # ---------------------------------------------------------------- SEG, as the extension reads its args
 
+def _sigma(values, name):
+    sigma = values[name]
+    if isinstance(sigma, str) and sigma.strip().lower() == "inf":
+        return "inf"
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError):
+        sigma = float("nan")
+    if not sigma > 0:
+        raise HttpError(0, f"SEG sigma ({name}): got {values[name]} (must be > 0); accepted: a number > 0, "
+                           "or inf", "SegParamError")
+    return "%g" % sigma
+
+
 def seg_settings(args):
     """{name: value} from the script's args slice; raises HttpError naming the field (like SegParamError)."""
     if args and isinstance(args[0], dict):
@@ -118,22 +142,27 @@ def seg_settings(args):
         values.update(args[0])
     else:
         values = dict(zip(SEG_NAMES, list(args) + list(SEG_DEFAULTS[len(args):])))
-    sigma = values["sigma"]
-    if isinstance(sigma, str) and sigma.strip().lower() == "inf":
-        sigma = math.inf
-    else:
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError):
-            sigma = float("nan")
-        if not sigma > 0:
-            raise HttpError(0, f"SEG sigma (sigma): got {values['sigma']} (must be > 0); accepted: a number > 0, "
-                               "or inf", "SegParamError")
-    values["sigma"] = "inf" if sigma == math.inf else "%g" % sigma
-    for name in ("scale", "start", "end", "rescale"):
+    for name in ("sigma", "hr_sigma"):
+        values[name] = _sigma(values, name)
+    for name in ("scale", "start", "end", "rescale", "hr_scale"):
         values[name] = float(values[name])
+    for name, accepted in (("mode", ("blur", "identity")), ("hr_mode", ("blur", "identity")),
+                           ("hires", ("same", "own", "off"))):
+        if values[name] not in accepted:
+            raise HttpError(0, f"SEG ({name}): got {values[name]!r}; accepted: {', '.join(accepted)}",
+                            "SegParamError")
     values["enabled"] = values["enabled"] in (True, "true", "True", 1)
     return values
+
+
+def hires_pass_settings(seg):
+    """What the hires fix's second pass runs with (lib_seg.params.SegSettings.for_pass): None = no SEG."""
+    if seg["hires"] == "off":
+        return None
+    if seg["hires"] == "own":
+        return {"scale": seg["hr_scale"], "sigma": seg["hr_sigma"], "layers": seg["hr_layers"],
+                "mode": seg["hr_mode"]}
+    return {k: seg[k] for k in ("scale", "sigma", "layers", "mode")}
 
 
 def check_layers(spec, layout):
@@ -151,8 +180,18 @@ def check_layers(spec, layout):
                     "SegParamError")
 
 
-def seg_infotext(values):
-    return {"SEG scale": "%g" % values["scale"], "SEG sigma": values["sigma"], "SEG layers": values["layers"]}
+def seg_infotext(values, hires_fix=False):
+    out = {"SEG scale": "%g" % values["scale"], "SEG sigma": values["sigma"], "SEG layers": values["layers"]}
+    if values["mode"] != "blur":
+        out["SEG mode"] = values["mode"]
+    if hires_fix and values["hires"] != "same":
+        out["SEG hires"] = values["hires"]
+        if values["hires"] == "own":
+            out.update({"SEG hires scale": "%g" % values["hr_scale"], "SEG hires sigma": values["hr_sigma"],
+                        "SEG hires layers": values["hr_layers"]})
+            if values["hr_mode"] != "blur":
+                out["SEG hires mode"] = values["hr_mode"]
+    return out
 
 
 def parse_infotext(text):
@@ -247,12 +286,21 @@ class FakeWebUI:
                       "cfg_scale": params.get("CFG scale"), "seed": params.get("Seed")}
             if "Size" in params:
                 pasted["width"], pasted["height"] = params["Size"].split("x")
+            # A1111 modules/infotext_utils.py: the txt2img paste turns the hires fix on when the infotext has
+            # "Denoising strength" and a hires key
+            if "Denoising strength" in params and "Hires upscale" in params:
+                pasted.update(enable_hr=True, hr_scale=params["Hires upscale"],
+                              denoising_strength=params["Denoising strength"])
             for key, value in pasted.items():
                 if value is not None and key not in request:
-                    fields[key] = type(fields[key])(value) if not isinstance(fields[key], str) else value
+                    kind = type(fields[key])
+                    fields[key] = value if kind is str else (value == "True" or value is True if kind is bool
+                                                             else kind(value))
             if cfg.infotext_restores_seg and "SEG scale" in params:
-                seg_args = [True, float(params["SEG scale"]), params.get("SEG sigma", "inf"),
-                            params.get("SEG layers", "mid"), 0.0, 1.0, 0.0]
+                seg_args[0] = True
+                for key, name in SEG_INFOTEXT.items():
+                    if key in params:
+                        seg_args[SEG_NAMES.index(name)] = params[key]
             else:
                 seg_args[0] = False
         for key in fields:
@@ -294,6 +342,7 @@ class FakeWebUI:
         if seg is not None and not cfg.seg_ignored:
             cfg.leaked = cfg.leaked or cfg.leak
         width, height = int(fields["width"]), int(fields["height"])
+        first_pass = f"{width}x{height}"
         if fields["enable_hr"]:
             width, height = int(width * fields["hr_scale"]), int(height * fields["hr_scale"])
         images, infotexts = [], []
@@ -304,14 +353,21 @@ class FakeWebUI:
                    "init": init, "denoise": fields["denoising_strength"] if init or fields["enable_hr"] else None,
                    "model": cfg.model}
             if seg is not None and not cfg.seg_ignored and (cfg.hires_keeps_seg or not fields["enable_hr"]):
-                key["seg"] = seg
+                used = dict(seg) if cfg.mode_used else dict(seg, mode="blur", hr_mode="blur")
+                key["seg"] = {k: used[k] for k in ("scale", "sigma", "layers", "mode", "start", "end", "rescale")}
+                if fields["enable_hr"]:
+                    key["seg_hires"] = (hires_pass_settings(used) if cfg.hires_override_used
+                                        else hires_pass_settings(dict(used, hires="same")))
             elif cfg.leaked:
                 key["leak"] = True
             params = {"Steps": fields["steps"], "Sampler": fields["sampler_name"],
-                      "CFG scale": "%g" % float(fields["cfg_scale"]), "Seed": seed, "Size": f"{width}x{height}",
+                      "CFG scale": "%g" % float(fields["cfg_scale"]), "Seed": seed, "Size": first_pass,
                       "Model hash": self.model["hash"], "Model": self.model["model_name"]}
+            if fields["enable_hr"]:
+                params.update({"Denoising strength": "%g" % float(fields["denoising_strength"]),
+                               "Hires upscale": "%g" % float(fields["hr_scale"])})
             if seg is not None:
-                params.update(seg_infotext(seg))
+                params.update(seg_infotext(seg, fields["enable_hr"]))
             params["Version"] = "v1.10.1"
             text = (f"{fields['prompt']}\nNegative prompt: {fields['negative_prompt']}\n"
                     + ", ".join(f"{k}: {v}" for k, v in params.items()))

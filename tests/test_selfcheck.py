@@ -43,7 +43,7 @@ def test_a_faithful_host_passes_every_line(capsys, host, name, xyz_args):
     assert record["host"]["version"] == "v1.10.1"
     assert record["model"]["family"] == "SD1.x/SD2.x" and record["model"]["layout"] == "d0-d5, m0, u0-u8"
     # the table (stderr with --json) has the header and one line per check
-    assert f"host:  {name}" in out.err and "12 passed, 0 failed, 0 skipped" in out.err
+    assert f"host:  {name}" in out.err and f"{len(selfcheck.SelfCheck.CHECKS)} passed, 0 failed, 0 skipped" in out.err
     # the record holds each request's key fields, status, timing and image hashes
     txt2img = [r for r in record["requests"] if r["path"] == "/sdapi/v1/txt2img" and r["status"] == 200]
     assert all(len(img["sha256"]) == 64 for r in txt2img for img in r["images"])
@@ -84,6 +84,10 @@ def test_an_unknown_checkpoint_stops_before_any_check(capsys):
     (dict(named_args=False), "positional and named args agree", "% of pixels changed"),
     (dict(xyz_axis_used=False), "X/Y/Z sweep over SEG sigma", "the axis value was not used"),
     (dict(hires_keeps_seg=False), "hires fix", "SEG had no effect"),
+    (dict(mode_used=False), "PAG mode (identity attention)", "the mode was not used"),
+    (dict(hires_override_used=False), "hires pass with own settings", "the override was not used"),
+    (dict(infotext_restores_seg=False), "PAG mode (identity attention)", "from its infotext"),
+    (dict(infotext_restores_seg=False), "hires pass with own settings", "from its infotext"),
 ])
 def test_each_fault_fails_its_line(capsys, fault, line, expected):
     status, record, _, _ = run(FakeConfig(**fault), capsys=capsys)
@@ -103,7 +107,7 @@ def test_a_host_ignoring_seg_fails_every_effect_line(capsys):
     _, record, _, _ = run(FakeConfig(seg_ignored=True), capsys=capsys)
     failed = {name for name, c in lines(record).items() if c["status"] == "FAIL"}
     assert failed == {"SEG changes the image", "CFG 1", "batch 2", "non-square size", "hires fix", "img2img",
-                      "X/Y/Z sweep over SEG sigma"}
+                      "X/Y/Z sweep over SEG sigma", "PAG mode (identity attention)", "hires pass with own settings"}
 
 
 def test_without_the_extension_only_the_listing_fails_and_the_rest_is_skipped(capsys):
