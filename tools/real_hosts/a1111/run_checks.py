@@ -58,7 +58,7 @@ def run(url, endpoint, payload, seg):
 def per_step(calls):
     """[(step, [rows of each call], checkpoint)] in order; the step number restarts with each pass."""
     out = []
-    for step, rows, h, w, ckpt in calls:
+    for step, rows, h, w, ckpt, *_ in calls:
         if out and out[-1][0] == step and out[-1][2] == ckpt:
             out[-1][1].append(rows)
         else:

@@ -2,11 +2,15 @@
 
 Installed by `build.sh --probe` as extensions/seg-probe (never in a user's WebUI). It changes nothing in
 the computation: a forward pre-hook on the loaded UNet (also the refiner's, hooked when the model
-switches) appends (denoiser step, rows, latent h, w, checkpoint) and returns None.
+switches) appends (denoiser step, rows, latent h, w, checkpoint, fingerprint of row 0's latent) and returns
+None. The fingerprint (a hash of the first row's input bytes) tells whether two generations fed the UNet the
+same latents, e.g. in a hires fix's first pass.
 
-    GET  /seg-probe/calls          -> {"calls": [[step, rows, h, w, checkpoint], ...]}
+    GET  /seg-probe/calls          -> {"calls": [[step, rows, h, w, checkpoint, fingerprint], ...]}
     POST /seg-probe/reset
 """
+import hashlib
+
 from modules import script_callbacks, shared
 
 CALLS = []
@@ -14,10 +18,15 @@ _hooked = set()
 _state = {"step": None}
 
 
+def fingerprint(x):
+    """A short hash of the first row's latent: equal for bit-identical inputs."""
+    return hashlib.sha1(x[0].detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def _record(module, args):
     x = args[0]
     CALLS.append([_state["step"], int(x.shape[0]), int(x.shape[-2]), int(x.shape[-1]),
-                  getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "name", None)])
+                  getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "name", None), fingerprint(x)])
 
 
 def _on_cfg_denoiser(params):

@@ -1,11 +1,13 @@
 """seg-probe: records every UNet call of a Forge / reForge test install (a harness tool, not part of the
 extension). It wraps the host's model ``apply_model`` (the function every batched UNet call of
 ``calc_cond_uncond_batch`` ends in, with or without a model-function wrapper) and only reads its
-arguments, so images are unchanged.
+arguments, so images are unchanged. "x0" is a short hash of the first row's input latent: equal for
+bit-identical inputs (e.g. the first pass of two hires-fix generations).
 
-    GET  /seg-probe/calls   -> {"calls": [{"rows", "seg_rows", "cond_or_uncond", "sigma", "latent"}...]}
+    GET  /seg-probe/calls   -> {"calls": [{"rows", "seg_rows", "cond_or_uncond", "sigma", "latent", "x0"}...]}
     POST /seg-probe/clear
 """
+import hashlib
 import threading
 
 try:  # Forge (2024+ backend)
@@ -29,6 +31,7 @@ def _record(x, t, transformer_options):
         "cond_or_uncond": [int(v) for v in options.get("cond_or_uncond", [])],
         "sigma": float(t.reshape(-1)[0]) if hasattr(t, "reshape") else float(t),
         "latent": [int(v) for v in x.shape[-2:]],
+        "x0": hashlib.sha1(x[0].detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16],
     }
     with _lock:
         _calls.append(entry)
