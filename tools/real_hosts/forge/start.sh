@@ -43,6 +43,9 @@ threads=${THREADS:-2}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+# glibc maps every allocation >= 1 MiB on its own and returns it on free: fp32 SDXL on a 24 GiB machine
+# otherwise keeps freed weights in a fragmented heap across model (re)loads (see ../a1111/start.sh)
+export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-1048576}
 export CUDA_VISIBLE_DEVICES=  # the torch build is a CUDA one; make sure it never looks for a GPU
 cd "$dest"
 rm -f READY
