@@ -6,7 +6,9 @@
 Each case runs the same request without and with SEG (same seed) and reports: the fraction of pixels
 that differ, the UNet calls the probe recorded per denoiser step with their rows, and the SEG keys of
 the infotext. A case fails when SEG changes nothing, when an active step takes more than one UNet call,
-or when the SEG rows are missing from it (rows with SEG = rows without + cond rows).
+or when the SEG rows are missing from it (rows with SEG = rows without + cond rows), except in the refiner's
+steps when the layer spec does not fit the refiner: there SEG must end at the switch (no SEG rows) and the
+infotext must say "SEG refiner: off".
 Needs numpy and Pillow (the host's venv has both).
 """
 import argparse
@@ -66,7 +68,9 @@ def per_step(calls):
     return out
 
 
-def case(url, name, endpoint, payload, seg, n_cond):
+def case(url, name, endpoint, payload, seg, n_cond, refiner_rows=None):
+    """refiner_rows: the SEG rows expected in the refiner's steps (default n_cond; 0 when the spec does not fit
+    the refiner, where SEG ends at the switch)."""
     base = run(url, endpoint, payload, None)
     with_seg = run(url, endpoint, payload, seg)
     rec = {"case": name, "seg": seg}
@@ -79,6 +83,8 @@ def case(url, name, endpoint, payload, seg, n_cond):
     steps0, steps1 = per_step(base["calls"]), per_step(with_seg["calls"])
     one_call = all(len(r) == 1 for _, r, _ in steps1)
     extra = [sum(r1) - sum(r0) for (_, r0, _), (_, r1, _) in zip(steps0, steps1)]
+    refiner = payload.get("refiner_checkpoint")
+    expected = [refiner_rows if refiner_rows is not None and ckpt == refiner else n_cond for _, _, ckpt in steps1]
     seg_keys = {k.strip(): v for k, v in (kv.split(":", 1) for kv in with_seg["infotext"].split(", ")
                                           if kv.startswith("SEG") and ":" in kv)}
     rec.update(
@@ -86,8 +92,9 @@ def case(url, name, endpoint, payload, seg, n_cond):
         rows_per_step_without=[r for _, r, _ in steps0], rows_per_step_with=[r for _, r, _ in steps1],
         checkpoints=sorted({c for _, _, c in steps1}, key=str), extra_rows_per_step=extra,
         one_unet_call_per_step=one_call, infotext_seg=seg_keys, infotext=with_seg["infotext"],
-        ok=bool(min(frac) > 0 and one_call and extra and all(e == n_cond for e in extra)
-                and len(steps0) == len(steps1)),
+        expected_extra_rows=expected,
+        ok=bool(min(frac) > 0 and one_call and extra and extra == expected and len(steps0) == len(steps1)
+                and (refiner_rows != 0 or seg_keys.get("SEG refiner", "").strip() == "off")),
     )
     return rec
 
@@ -116,7 +123,7 @@ def cases(family):
                     ("refiner", "txt2img", dict(t2i, refiner_checkpoint="seg-random-sdxl-refiner.safetensors",
                                                 refiner_switch_at=0.5), {"layers": "mid"}, 1),
                     ("refiner m0.2-5", "txt2img", dict(t2i, refiner_checkpoint="seg-random-sdxl-refiner.safetensors",
-                                                       refiner_switch_at=0.5), {"layers": "m0.2-5"}, 1)]
+                                                       refiner_switch_at=0.5), {"layers": "m0.2-5"}, 1, 0)]
     else:
         out[0:0] = [("d1.0", "txt2img", t2i, {"layers": "d1.0"}, 1)]
     return out
@@ -136,13 +143,13 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     results = []
-    for name, endpoint, payload, seg, n_cond in cases(args.family):
+    for name, endpoint, payload, seg, *rows in cases(args.family):
         if args.only and name not in args.only.split(","):
             continue
-        rec = case(args.url, name, endpoint, payload, seg, n_cond)
+        rec = case(args.url, name, endpoint, payload, seg, *rows)
         results.append(rec)
         short = {k: rec.get(k) for k in ("pixels_changed", "pixels_changed_gt8", "rows_per_step_without",
-                                         "rows_per_step_with", "checkpoints", "infotext_seg", "seconds",
+                                         "rows_per_step_with", "expected_extra_rows", "checkpoints", "infotext_seg", "seconds",
                                          "error")}
         print(f"{'PASS' if rec['ok'] else 'FAIL'} {args.family} {name}: {json.dumps(short)}", flush=True)
     if args.json:
