@@ -96,6 +96,9 @@ class Checker:
                 problems.append(f"{mode}: expected calls at two latent sizes, got {sorted({c[0] for c in run.calls})}")
         if problems:
             return self.report("hires override", problems, "")
+        if any(c[2] is None for run in runs.values() for c in run.calls):
+            return self.report("hires override", ["the probe records no latent fingerprints (an older probe: "
+                                                  "restart the server with this checkout's probe)"], "")
         ref_one, ref_two = passes["same"]
         for mode in ("own", "off"):
             one, two = passes[mode]
