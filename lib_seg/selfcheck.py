@@ -665,11 +665,11 @@ class SelfCheck:
                             hr_second_pass_steps=max(2, self.steps // 2), denoising_strength=0.6,
                             hr_additional_modules=["Use same choices"])
 
-    def _from_infotext(self, label, generation):
-        """The image regenerated from the generation's infotext alone, compared with it."""
+    def _from_infotext(self, label, generation, **fields):
+        """The image regenerated from the generation's infotext (and ``fields``), compared with it."""
         # styles: [] because Forge on gradio 4 fails an infotext request without it (harmless elsewhere).
-        again = self.generate(label, {"infotext": generation.infotext(), "styles": [], "send_images": True,
-                                      "save_images": False})
+        again = self.generate(label, dict({"infotext": generation.infotext(), "styles": [], "send_images": True,
+                                           "save_images": False}, **fields))
         return compare(generation.images[-1], again.images[-1])
 
     def check_pag(self):
@@ -714,7 +714,9 @@ class SelfCheck:
                 problems.append(f"infotext lacks '{key}'")
         if "SEG hires" in same.infotext():
             problems.append("the image without the override has 'SEG hires' keys in its infotext")
-        again = self._from_infotext("hires own from infotext", own)
+        # hr_sampler_name: A1111 1.10's infotext parser fills a missing "Hires sampler" with the UI's "Use same
+        # sampler", which its API then rejects ("bad sampler name"); a field set in the request wins.
+        again = self._from_infotext("hires own from infotext", own, hr_sampler_name=SAMPLER)
         if not again["identical"]:
             problems.append(f"from its infotext: {describe_difference(again)}")
         data = {"difference": diff}

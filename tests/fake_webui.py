@@ -275,6 +275,11 @@ class FakeWebUI:
             raise HttpError(0, "'NoneType' object is not iterable", "TypeError")
         if cfg.host == "forge" and request.get("enable_hr") and "hr_additional_modules" not in request:
             raise HttpError(0, "'NoneType' object is not iterable", "TypeError")
+        if (cfg.host == "a1111" and "Hires upscale" in (request.get("infotext") or "")
+                and "Hires sampler" not in request["infotext"] and "hr_sampler_name" not in request):
+            # A1111 1.10: parse_generation_parameters fills "Hires sampler" with "Use same sampler", the API
+            # sets hr_sampler_name from it and sampling fails (seen in the real host)
+            raise HttpError(0, "bad sampler name: Use same sampler", "ValueError")
         fields = {"prompt": "", "negative_prompt": "", "seed": -1, "steps": 50, "cfg_scale": 7.0, "width": 512,
                   "height": 512, "sampler_name": "Euler", "batch_size": 1, "enable_hr": False, "hr_scale": 2.0,
                   "denoising_strength": 0.75}

@@ -73,8 +73,10 @@ class Checker:
         return self.generate(label, body)
 
     def from_infotext(self, label, run):
+        # hr_sampler_name: A1111 1.10 pastes a missing "Hires sampler" as "Use same sampler", which its API then
+        # rejects; a field set in the request wins over the infotext.
         again = self.generate(label, {"infotext": run.infotext, "styles": [], "send_images": True,
-                                      "save_images": False})
+                                      "save_images": False, "hr_sampler_name": BASE["sampler_name"]})
         return compare(run.images[0], again.images[0])
 
     def report(self, name, problems, detail):
