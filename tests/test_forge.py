@@ -7,6 +7,7 @@ import torch
 
 from forge_stand_in.patcher import UnetPatcher
 from forge_stand_in.unet import KModel, attention_function, stand_in_attention
+from forge_stand_in import sd_samplers_common
 from forge_stand_in.webui import KDiffusionSampler, Processing, SDModel
 from lib_seg.blur import blur_queries
 from lib_seg.grid import token_grid
@@ -16,6 +17,7 @@ from precision import assert_same_arithmetic, float64
 from unets import CONTEXT_DIM, sd15_like, sdxl_like
 
 FLAVORS = ("forge", "reforge")
+_HOST_APPLY_REFINER = sd_samplers_common.apply_refiner
 _UNETS = {}
 
 
@@ -45,7 +47,7 @@ class SegScript:
     """What scripts/seg.py does on these hosts: start the pass when SEG is active, stop in postprocess."""
 
     def __init__(self, flavor, settings, attention=stand_in_attention):
-        self.adapter = forge_host.ForgeAdapter(flavor, attention=attention)
+        self.adapter = forge_host.ForgeAdapter(flavor, attention=attention, samplers_common=sd_samplers_common)
         self.settings = settings
         self.started = []
         self.options_seen = []
@@ -411,3 +413,55 @@ def test_transformer_options_follow_the_extended_batch():
     assert out["cond_indices"] == [2, 3, 4, 5] and out["uncond_indices"] == [0, 1]
     assert out["cond_mark"].tolist() == [1, 1, 0, 0, 0, 0]
     assert options["cond_or_uncond"] == [1, 0]  # the host's dict is not modified
+
+
+def _refiner_run(flavor, settings, base, refiner):
+    """txt2img, 4 steps, the refiner taking over at half (Forge/reForge's apply_refiner stand-in)."""
+    cond, uncond = conds()
+    p = Processing(base, cond, uncond, flavor=flavor, refiner=refiner, refiner_switch_at=0.5)
+    script = SegScript(flavor, settings) if settings is not None else None
+    if script is not None:
+        p.scripts.append(script)
+    models = [m.forge_objects_original.unet.model.diffusion_model for m in (base, refiner)]
+    for unet in models:
+        unet._forge_calls = []
+    try:
+        out = p.sample()
+    finally:
+        if script is not None:
+            script.postprocess(p)
+    calls = [unet._forge_calls for unet in models]
+    for unet in models:
+        unet._forge_calls = None
+    assert sd_samplers_common.apply_refiner is _HOST_APPLY_REFINER  # our wrapper is gone with the pass
+    return out, calls, p
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_refiner_switch_continues_seg_on_the_refiner(flavor):
+    """Forge and reForge load the refiner mid-sampling as a new model with fresh forge_objects: SEG must
+    patch it too (rows 3 on the refiner's steps, 'SEG refiner: on'), and leave both models clean."""
+    base, base_patcher = world(flavor)
+    refiner_patcher = UnetPatcher(KModel(sd15_like(seed=5), flavor))
+    refiner = SDModel(refiner_patcher)
+    plain, plain_calls, _ = _refiner_run(flavor, None, base, refiner)
+    assert plain_calls == [[2, 2], [2, 2]]
+    base.forge_objects = base.forge_objects_original.shallow_copy()
+    out, calls, p = _refiner_run(flavor, on(scale=3.0, sigma=2.0, layers="mid"), base, refiner)
+    assert calls == [[3, 3], [3, 3]]
+    assert p.extra_generation_params.get("SEG refiner") == "on"
+    assert not torch.equal(out, plain)
+    assert refiner.forge_objects.unet is refiner_patcher and refiner_patcher.model_options == {"transformer_options": {}}
+    assert base_patcher.model_options == {"transformer_options": {}}
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_refiner_without_the_layers_ends_seg_at_the_switch_and_says_so(flavor, capsys):
+    base = SDModel(UnetPatcher(KModel(sd15_like(seed=3, transformer_depth=2), flavor)))
+    refiner_patcher = UnetPatcher(KModel(sd15_like(seed=5), flavor))
+    refiner = SDModel(refiner_patcher)
+    _, calls, p = _refiner_run(flavor, on(scale=3.0, sigma=4.0, layers="m0.1"), base, refiner)
+    assert calls == [[3, 3], [2, 2]]
+    assert p.extra_generation_params.get("SEG refiner") == "off"
+    assert capsys.readouterr().out.count("SEG ends at the refiner switch") == 1
+    assert refiner.forge_objects.unet is refiner_patcher and refiner_patcher.model_options == {"transformer_options": {}}

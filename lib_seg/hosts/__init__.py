@@ -22,6 +22,10 @@ import importlib
 import importlib.util
 
 HOSTS = ("a1111", "forge", "reforge")
+# Infotext entry written when the refiner took over mid-sampling (A1111, Forge, reForge): "on" (SEG went on
+# with the refiner's own layers of the same spec) or "off" (the refiner lacks them; SEG ended at the switch).
+# Not read back.
+REFINER_KEY = "SEG refiner"
 
 _ADAPTER_MODULES = {"a1111": "lib_seg.hosts.a1111", "forge": "lib_seg.hosts.forge", "reforge": "lib_seg.hosts.forge"}
 _adapters = {}

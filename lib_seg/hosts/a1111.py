@@ -26,12 +26,9 @@ from ..hooks import remove_leftovers
 from ..layers import describe, select_layers
 from ..params import SegParamError
 from ..session import NO_ROWS, SegSession
-from . import neighbours
+from . import REFINER_KEY, neighbours
 
 PREFIX = "[SEG]"
-# Infotext entry written when A1111's refiner took over: "on" (SEG went on with the refiner's own layers of
-# the same spec) or "off" (the refiner lacks them; SEG ended at the switch). Not read back.
-REFINER_KEY = "SEG refiner"
 
 
 def notice(message):

@@ -21,6 +21,11 @@ clone of ``p.sd_model.forge_objects.unet``:
 The clone goes into ``p.sd_model.forge_objects`` and the original comes back when the sampler
 returns or raises (the sampler's ``sample``/``sample_img2img`` are wrapped for that pass) and in
 ``stop``. Both hosts also reset ``forge_objects`` themselves before every sampling pass.
+
+The refiner: both hosts' ``sd_samplers_common.apply_refiner`` loads it mid-sampling as a new model with
+fresh ``forge_objects`` (none of our patches). We wrap that function for the pass: after a switch the
+same patches go onto the refiner's UNet (same spec, its own layers; infotext "SEG refiner: on"), or, when
+the spec does not fit the refiner, SEG ends there with one console line ("SEG refiner: off").
 """
 import math
 
@@ -32,7 +37,7 @@ from ..grid import token_grid
 from ..guidance import rescale_denoised, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
-from . import neighbours
+from . import REFINER_KEY, neighbours
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
@@ -325,9 +330,10 @@ def _denoiser_progress(p):
 class ForgeAdapter:
     """start/stop per sampling pass (see lib_seg.hosts); one adapter serves Forge and reForge."""
 
-    def __init__(self, host="forge", attention=None):
+    def __init__(self, host="forge", attention=None, samplers_common=None):
         self.name = host
         self._attention = attention
+        self._samplers_common = samplers_common  # the host's modules.sd_samplers_common (imported lazily)
         self._open = None  # (p, registry, patch) of the pass in progress
         self.last_patch = None
 
@@ -363,6 +369,7 @@ class ForgeAdapter:
         try:
             registry.replace(forge_objects, "unet", patch.apply(unet, selected))
             self._guard_sampler(p, registry)
+            self._follow_refiner(p, registry, patch)
         except Exception:
             registry.remove_all()
             raise
@@ -387,6 +394,45 @@ class ForgeAdapter:
                     self.stop(p)
 
             registry.replace(sampler, name, guarded)
+
+    def samplers_common(self):
+        if self._samplers_common is None:
+            try:
+                from modules import sd_samplers_common
+            except ImportError:  # not inside a WebUI
+                return None
+            self._samplers_common = sd_samplers_common
+        return self._samplers_common
+
+    def _follow_refiner(self, p, registry, patch):
+        """Wrap the host's apply_refiner for this pass: patch the refiner's UNet after a switch."""
+        common = self.samplers_common()
+        original = getattr(common, "apply_refiner", None)
+        if original is None:
+            return
+
+        def apply_refiner(cfg_denoiser, *args, **kwargs):
+            switched = original(cfg_denoiser, *args, **kwargs)
+            if switched:
+                self._patch_refiner(p, registry, patch)
+            return switched
+
+        registry.replace(common, "apply_refiner", apply_refiner)
+
+    def _patch_refiner(self, p, registry, patch):
+        forge_objects = p.sd_model.forge_objects
+        unet = forge_objects.unet
+        try:
+            if not _is_ldm_unet(unet.model.diffusion_model):
+                raise ValueError(f"{type(unet.model.diffusion_model).__name__} has no UNet blocks")
+            selected = seg_layers.select_layers(unet.model.diffusion_model, patch.settings.layers)
+        except ValueError as error:
+            # The base model's patches went with it: the refiner's steps run without SEG rows.
+            print(f"{_PREFIX} SEG ends at the refiner switch: {error}")
+            p.extra_generation_params[REFINER_KEY] = "off"
+            return
+        registry.replace(forge_objects, "unet", patch.apply(unet, selected))
+        p.extra_generation_params[REFINER_KEY] = "on"
 
     def stop(self, p=None):
         opened, self._open = self._open, None

@@ -19,6 +19,7 @@ import torch
 
 from lib_seg.kdiffusion import load
 
+from . import sd_samplers_common
 from .sampling import compile_conditions, compile_weighted_conditions, sampling_function
 
 k_sampling, _ = load()
@@ -47,10 +48,13 @@ class CFGDenoiser:
         self.total_steps = None
         self.max_chunks = None
         self.on_call = None  # test hook: called with the step number before each evaluation
+        self.p = None
 
     def __call__(self, x, sigma, cond, uncond, cond_scale):
         if self.on_call is not None:
             self.on_call(self.step)
+        if self.p is not None:
+            sd_samplers_common.apply_refiner(self, x)  # may swap the model (A1111-style refiner)
         unet = self.sampler.sd_model.forge_objects.unet
         tensor, conds_list = cond
         entries = compile_weighted_conditions(tensor, conds_list)
@@ -98,11 +102,14 @@ class Processing:
     """txt2img with an optional hires pass; `scripts` are objects with process_before_every_sampling(p)."""
 
     def __init__(self, sd_model, cond, uncond, *, latent_hw=(16, 16), batch_size=1, steps=4, cfg_scale=5.0,
-                 flavor="forge", sampler="euler", hr_latent_hw=None, hr_steps=3, denoising_strength=0.6, seed=0):
+                 flavor="forge", sampler="euler", hr_latent_hw=None, hr_steps=3, denoising_strength=0.6, seed=0,
+                 refiner=None, refiner_switch_at=None):
         self.sd_model, self.c, self.uc = sd_model, cond, uncond
         self.latent_hw, self.batch_size, self.steps, self.cfg_scale = latent_hw, batch_size, steps, cfg_scale
         self.flavor, self.sampler_name, self.seed = flavor, sampler, seed
         self.hr_latent_hw, self.hr_steps, self.denoising_strength = hr_latent_hw, hr_steps, denoising_strength
+        self.refiner, self.refiner_switch_at = refiner, refiner_switch_at  # refiner: an SDModel
+        self.extra_generation_params = {}
         self.scripts = []
         self.sampler = None
         self.is_hr_pass = False  # processing.py: True from the start of sample_hr_pass to its end
@@ -113,6 +120,7 @@ class Processing:
 
     def sample(self):
         self.sampler = KDiffusionSampler(self.sd_model, self.flavor, self.sampler_name)
+        self.sampler.model_wrap_cfg.p = self
         generator = torch.Generator().manual_seed(self.seed)
         x = torch.randn((self.batch_size, 4) + tuple(self.latent_hw), generator=generator)
         self.sd_model.forge_objects = self.sd_model.forge_objects_after_applying_lora.shallow_copy()
