@@ -82,6 +82,7 @@ def main():
     ap.add_argument("--pid", type=int)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--only", help="comma separated case names")
+    ap.add_argument("--refiner", help="also run the refiner switch (at 0.5) with this checkpoint, last")
     ap.add_argument("--json")
     args = ap.parse_args()
     url = args.url.rstrip("/")
@@ -117,6 +118,12 @@ def main():
         (f"bad layers {bad_blocks}", {"alwayson_scripts": seg(layers=bad_blocks)}, "refused"),
         ("plain again", {}, None),
     ]
+    if args.refiner:  # last: the generation after a refiner run reloads the base model
+        switch = {"refiner_checkpoint": args.refiner, "refiner_switch_at": 0.5}
+        cases += [("refiner plain", dict(switch), None),
+                  ("refiner", dict(switch, alwayson_scripts=seg(layers="mid")), "on"),
+                  # SDXL's refiner has 4 middle transformers: SEG ends at the switch (half the steps)
+                  ("refiner m0.2-5", dict(switch, alwayson_scripts=seg(layers="m0.2-5")), "until switch")]
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         cases = [case for case in cases if case[0] in wanted or case[0].split(" ")[0] in wanted]
@@ -167,13 +174,19 @@ def main():
             entry["calls_per_step"] = per_step
             if have_probe and per_step != [1]:
                 problems.append(f"UNet calls per step: {per_step}")
-            if expect == "on":
+            if expect in ("on", "until switch"):
                 if not has_seg:
                     problems.append("no SEG in the infotext")
-                if have_probe and len(seg_calls) != len(groups):
-                    problems.append(f"{len(seg_calls)} of {len(groups)} steps carry SEG rows")
+                want = len(groups) if expect == "on" else len(groups) // 2
+                if have_probe and len(seg_calls) != want:
+                    problems.append(f"{len(seg_calls)} of {len(groups)} steps carry SEG rows, expected {want}")
+                if name.startswith("refiner"):
+                    said = "on" if expect == "on" else "off"
+                    if f"SEG refiner: {said}" not in entry["infotext"]:
+                        problems.append(f"infotext lacks 'SEG refiner: {said}'")
                 reference = {"img2img": "img2img plain", "batch 2": "batch 2 plain", "cfg 1": "cfg 1 plain",
-                             "hires": "hires plain"}.get(name, "plain")
+                             "hires": "hires plain", "refiner": "refiner plain",
+                             "refiner m0.2-5": "refiner plain"}.get(name, "plain")
             else:
                 if has_seg:
                     problems.append("SEG in the infotext")
@@ -185,7 +198,7 @@ def main():
                 changed = float(np.mean(np.any(a != b, axis=-1))) if a.shape == b.shape else 1.0
                 mean_abs = float(np.mean(np.abs(a.astype(int) - b.astype(int)))) if a.shape == b.shape else None
                 entry["changed_vs"] = [reference, round(changed, 4), mean_abs]
-                if expect == "on" and changed == 0:
+                if expect in ("on", "until switch") and changed == 0:
                     problems.append(f"image identical to {reference}")
                 if expect is None and changed != 0:
                     problems.append(f"image differs from {reference} in {changed:.2%} of pixels")
