@@ -12,8 +12,8 @@ from lib_seg.demo import CLASSIFIER_PATH, DENOISER_PATH
 from lib_seg.demo import metrics
 
 # Written by `python -m lib_seg.demo.train`; a change here means the shipped weights changed.
-DENOISER_SHA256 = "29fd9c1ae21e2ab3822ad1a28c216251d6fdde242f56fc6eb9d1f89c884497d8"
-CLASSIFIER_SHA256 = "274479eeac429c97aa2627042259414c8f759bce0cc82c975c5ebda9e3a30c54"
+DENOISER_SHA256 = "3ba0fd9dda378e352d604d195da99fa092fa1264f2003a035b61fe1f82429102"
+CLASSIFIER_SHA256 = "f716c7dae83148a0c86d4b1c4496469ae23fa6193a81b7e8999112f36f93eba8"
 
 
 def sha256_of(path):
@@ -30,6 +30,15 @@ def test_shipped_weights_are_the_trained_ones_and_small():
     assert os.path.getsize(CLASSIFIER_PATH) <= 1_000_000
 
 
+@pytest.fixture
+def keep_threads():
+    """The demo's and the trainer's main() set torch's thread count for the process: put it back, so the
+    rest of the suite runs with the thread count its header reports."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def denoiser():
     from lib_seg.demo.model import load_denoiser
@@ -43,21 +52,50 @@ def test_denoiser_loads_into_the_real_ldm_unet_with_attention_where_seg_needs_it
     assert describe(denoiser.unet) == "d0-d1, m0, u0-u3"  # self-attention at 16x16 and 8x8, and the middle
 
 
-def test_classifier_reads_real_digits():
+def test_classifier_reads_real_mirror_digits_it_never_trained_on():
     from lib_seg.demo.classifier import features_and_predictions, load_classifier
-    from lib_seg.demo.data import load_digits_32, train_test_split
-    images, labels = load_digits_32()
-    _, test = train_test_split(len(images))
-    features, predicted = features_and_predictions(load_classifier(), images[test])
-    assert features.shape == (len(test), 64)
-    assert metrics.class_accuracy(predicted, labels[test]) > 0.95
+    from lib_seg.demo.data import reference_images, train_test_split
+    _, test = train_test_split(1797)
+    images, labels = reference_images(test, per_glyph=4, seed=1)
+    features, predicted = features_and_predictions(load_classifier(), images)
+    assert features.shape == (len(images), 64)
+    assert metrics.class_accuracy(predicted, labels) > 0.95
 
 
-def test_digits_are_32x32_in_minus_one_to_one():
-    from lib_seg.demo.data import load_digits_32
-    images, labels = load_digits_32()
-    assert images.shape == (1797, 1, 32, 32) and labels.shape == (1797,)
+# ---- mirror digits and their structure score ---------------------------------------------------------
+
+def test_mirror_digits_are_32x32_symmetric_and_in_minus_one_to_one():
+    from lib_seg.demo.data import asymmetry, reference_images
+    images, labels = reference_images(per_glyph=2)
+    assert images.shape == (2 * 1797, 1, 32, 32) and labels.shape == (2 * 1797,)
     assert images.min() == -1.0 and images.max() == 1.0
+    assert torch.equal(images, images.flip(-1))
+    assert torch.equal(asymmetry(images), torch.zeros(len(images)))  # exactly: the right half is a copy
+
+
+def test_glyphs_are_placed_at_every_offset_and_never_clipped():
+    from lib_seg.demo.data import OFFSETS, load_glyphs, mirror_images
+    glyphs, _ = load_glyphs()
+    ink = glyphs[:1].sum()
+    for dy in range(OFFSETS[0]):
+        for dx in range(OFFSETS[1]):
+            image = mirror_images(glyphs[:1], torch.tensor([[dy, dx]]))
+            left = (image[..., :16] + 1) / 2
+            # (g * 2 - 1 + 1) / 2 rounds twice in fp32: within 2 ulp of 1 (2.4e-7) of the glyph; the sum of 288
+            # such values within 288 * 2.4e-7 + its own round-off, so 1e-4 of the ink (~50) is a wide margin
+            assert torch.allclose(left[0, 0, dy:dy + 24, dx:dx + 12], glyphs[0, 0], rtol=0, atol=2.5e-7)
+            assert torch.allclose(left.sum(), ink, rtol=1e-4)
+
+
+def test_asymmetry_is_the_mean_mirror_difference():
+    from lib_seg.demo.data import asymmetry
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    expected = [sum(abs(images[i, 0, y, x].item() - images[i, 0, y, 31 - x].item()) / 2
+                    for y in range(32) for x in range(32)) / 1024 for i in range(3)]
+    assert asymmetry(images).tolist() == pytest.approx(expected, rel=1e-5)  # fp32 mean of 1024 terms vs a float64 loop
+    half = -torch.ones(1, 1, 32, 32)
+    half[..., :16] = 1.0
+    assert asymmetry(half).item() == 1.0
 
 
 # ---- Fréchet distance ------------------------------------------------------------------------------
@@ -119,7 +157,7 @@ def test_seg_changes_samples_and_leaves_the_model_untouched_afterwards(denoiser)
     assert torch.equal(plain, again)  # every patch removed when the pass ended
 
 
-def test_demo_writes_a_labelled_grid(tmp_path):
+def test_demo_writes_a_labelled_grid(tmp_path, keep_threads):
     from PIL import Image
     from lib_seg.demo.__main__ import main
     out = tmp_path / "grid.png"
@@ -128,13 +166,65 @@ def test_demo_writes_a_labelled_grid(tmp_path):
     assert width > 2 * 64 and height > 4 * 64  # 4 rows: unconditional, + SEG, CFG, CFG + SEG
 
 
-def test_evaluate_reports_every_setting(tmp_path, denoiser):
+def test_evaluate_reports_every_setting_with_its_seed_spread(denoiser):
     from lib_seg.demo.classifier import load_classifier
     from lib_seg.demo.evaluate import evaluate, markdown_table
     from lib_seg.demo.sample import demo_settings
     settings = demo_settings([math.inf], 3.0, 3.0, "mid")
-    report = evaluate(denoiser, load_classifier(), settings, n=10, steps=2, log=lambda line: None)
+    report = evaluate(denoiser, load_classifier(), settings, n=10, seeds=(0, 1), steps=2, log=lambda line: None)
     assert [row["setting"] for row in report["rows"]] == [s.name for s in settings]
-    assert all(row["fd"] >= 0 for row in report["rows"])
-    assert report["rows"][0]["accuracy"] is None and 0 <= report["rows"][-1]["accuracy"] <= 1
+    for row in report["rows"]:
+        assert len(row["per_seed"]["fd"]) == 2 and all(v >= 0 for v in row["per_seed"]["fd"])
+        mean, sd = row["summary"]["asymmetry"]
+        assert mean == pytest.approx(sum(row["per_seed"]["asymmetry"]) / 2, rel=1e-12) and sd >= 0
+    unconditional, seg, cfg, cfg_seg = report["rows"]
+    assert unconditional["summary"]["accuracy"] is None and 0 <= cfg["summary"]["accuracy"][0] <= 1
+    assert seg["baseline"] == unconditional["setting"] and cfg_seg["baseline"] == cfg["setting"]
+    assert isinstance(seg["beats_asymmetry"], bool) and "baseline" not in cfg
+    assert seg["per_seed"]["asymmetry"] != unconditional["per_seed"]["asymmetry"]  # SEG acted
     assert markdown_table(report).count("\n") == len(settings) + 2
+
+
+def test_beats_needs_more_than_the_seed_spread():
+    from lib_seg.demo.evaluate import beats
+    base = {"summary": {"asymmetry": [0.10, 0.01]}}
+    assert beats({"summary": {"asymmetry": [0.08, 0.005]}}, base, "asymmetry")
+    assert not beats({"summary": {"asymmetry": [0.095, 0.005]}}, base, "asymmetry")  # gain 0.005 < spread 0.01
+    assert not beats({"summary": {"asymmetry": [0.08, 0.03]}}, base, "asymmetry")    # gain 0.02 < its own spread
+    assert not beats({"summary": {"asymmetry": [0.12, 0.001]}}, base, "asymmetry")   # worse
+
+
+def test_ablation_covers_every_sigma_and_scale(tmp_path, keep_threads):
+    from lib_seg.demo.__main__ import main
+    out = tmp_path / "ablation"
+    report = main(["--evaluate", "--ablation", "--n", "4", "--seeds", "0", "--steps", "2", "--sigmas", "1,inf",
+                   "--ablation-scales", "1,3", "--results", str(out)])
+    assert [(r["seg_sigma"], r["seg_scale"]) for r in report["rows"]] == [("", 0.0), ("1", 1.0), ("inf", 1.0), ("1", 3.0), ("inf", 3.0)]
+    text = (tmp_path / "ablation.md").read_text()
+    assert "| σ \\ SEG scale | 1 | 3 |" in text and "| inf |" in text
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+def test_shipped_loss_curve_flattens_on_held_out_digits():
+    import json
+    from lib_seg.demo import CURVE_PATH
+    from lib_seg.demo.train import DENOISER_STEPS
+    with open(CURVE_PATH) as f:
+        record = json.load(f)
+    held = [p["held_out_loss"] for p in record["curve"] if "held_out_loss" in p]
+    assert record["steps"] == DENOISER_STEPS and len(held) == DENOISER_STEPS // 500
+    assert all(later < earlier for earlier, later in zip(held, held[1:]))  # still improving, never overfitting
+    assert (held[-2] - held[-1]) < 0.02 * held[-1]  # the last 500 steps gained < 2 %: the curve has flattened
+
+
+def test_training_runs_end_to_end_and_writes_weights_that_load(tmp_path, keep_threads):
+    import json
+    from lib_seg.demo.model import load_denoiser
+    from lib_seg.demo.train import main
+    out = tmp_path / "d.safetensors"
+    main(["--steps", "2", "--batch", "4", "--skip-classifier", "--denoiser-out", str(out),
+          "--curve-out", str(tmp_path / "curve.json")])
+    load_denoiser(str(out))
+    curve = json.loads((tmp_path / "curve.json").read_text())["curve"]
+    assert curve[-1]["step"] == 2 and curve[-1]["held_out_loss"] > 0

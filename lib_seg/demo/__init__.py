@@ -10,3 +10,4 @@ import os
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 DENOISER_PATH = os.path.join(WEIGHTS_DIR, "digits_denoiser.safetensors")
 CLASSIFIER_PATH = os.path.join(WEIGHTS_DIR, "digits_classifier.safetensors")
+CURVE_PATH = os.path.join(WEIGHTS_DIR, "training_curve.json")

@@ -27,7 +27,11 @@ def parse_args(argv):
     p.add_argument("--columns", type=int, default=10, help="samples per row (default 10: digits 0-9 in CFG rows)")
     p.add_argument("--out", default="seg_demo.png", help="PNG to write (default ./seg_demo.png)")
     p.add_argument("--evaluate", action="store_true", help="score the settings instead of drawing them")
-    p.add_argument("--n", type=int, default=1000, help="--evaluate: samples per setting (default 1000)")
+    p.add_argument("--n", type=int, default=200, help="--evaluate: samples per setting and seed (default 200)")
+    p.add_argument("--seeds", default="0,1,2", help="--evaluate: noise seeds, each a full set of N samples (default 0,1,2)")
+    p.add_argument("--ablation", action="store_true",
+                   help="--evaluate: the unconditional sigma x scale grid (--sigmas x --ablation-scales) instead")
+    p.add_argument("--ablation-scales", default="1,3,5", help="--ablation: SEG scales (default 1,3,5)")
     p.add_argument("--results", default="seg_eval", help="--evaluate: path prefix of the .md and .json reports (default ./seg_eval)")
     p.add_argument("--weights", default=None, help="denoiser safetensors (default: the shipped one)")
     # One thread by default: this model's ops are small, and on a busy 2-core machine two OpenMP threads
@@ -36,6 +40,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     try:
         args.sigma_list = [parse_sigma(s) for s in args.sigmas.split(",") if s.strip()]
+        args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
+        args.scale_list = [float(s) for s in args.ablation_scales.split(",") if s.strip()]
         SegSettings(enabled=True, scale=args.scale, layers=args.layers)  # validate once, with SEG's own messages
     except (SegParamError, ValueError) as error:
         p.error(str(error))
@@ -66,15 +72,16 @@ def main(argv=None):
     settings = demo_settings(args.sigma_list, args.scale, args.cfg, args.layers)
     if args.evaluate:
         from .classifier import load_classifier
-        from .evaluate import describe_run, markdown_table, write_report, evaluate
-        print(f"evaluating {len(settings)} settings, {args.n} samples each ...", flush=True)
-        report = evaluate(model, load_classifier(), settings, n=args.n, seed=args.seed, steps=args.steps,
+        from .evaluate import ablation_settings, evaluate, write_report
+        if args.ablation:
+            settings = ablation_settings(args.sigma_list, args.scale_list, args.layers)
+        print(f"evaluating {len(settings)} settings, {args.n} samples each for seeds {args.seeds} ...", flush=True)
+        report = evaluate(model, load_classifier(), settings, n=args.n, seeds=args.seed_list, steps=args.steps,
                           sampler=args.sampler, log=lambda line: print(line, flush=True))
         report["seconds"] = time.time() - start
         report["command"] = "python -m lib_seg.demo " + " ".join(sys.argv[1:] if argv is None else argv)
         os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-        write_report(report, args.results + ".md", args.results + ".json")
-        print(markdown_table(report) + "\n\n" + describe_run(report))
+        print(write_report(report, args.results + ".md", args.results + ".json", ablation=args.ablation))
         print(f"wrote {os.path.abspath(args.results)}.md and .json")
         return report
     print(f"sampling {len(settings)} rows of {args.columns} ({args.sampler}, {args.steps} steps) ...", flush=True)

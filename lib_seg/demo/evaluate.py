@@ -1,30 +1,43 @@
-"""`python -m lib_seg.demo --evaluate`: score each sampling setting with the digit classifier.
+"""`python -m lib_seg.demo --evaluate`: score each sampling setting over several seeds.
 
-FD: Fréchet distance between the classifier's penultimate features of N samples and of the 1797 real
-digits (lower = closer to the data distribution; an FID in miniature). Accuracy: for conditional
-settings, the fraction of samples the classifier reads as the requested digit (N/10 per digit).
-Every setting starts from the same N noise images, so differences come from guidance alone.
+Per setting and seed, N samples from that seed's noise (every setting gets the same noise, so differences
+between rows of one seed come from guidance alone):
+- asymmetry: the mean |x - mirror(x)| / 2 of the samples (data.asymmetry; exactly 0 for real images): the
+  exact structure score of mirror digits;
+- FD: Fréchet distance between the classifier's penultimate features of the samples and of a fixed set of
+  real images (an FID in miniature);
+- class accuracy, for conditional settings: the fraction the classifier reads as the requested digit.
+Every number is reported as its mean over the seeds ± the seed-to-seed standard deviation, and each SEG row
+says whether it beats the same run without SEG by more than that spread.
 """
 import json
+import statistics
 import time
 
 import torch
 
-from .classifier import features_and_predictions
-from .data import NUM_CLASSES, load_digits_32, train_test_split
-from .metrics import class_accuracy, frechet_distance, gaussian_stats, frechet_distance_from_stats
-from .sample import initial_noise, sample
 from ..params import format_sigma
+from .classifier import features_and_predictions
+from .data import NUM_CLASSES, asymmetry, reference_images
+from .metrics import class_accuracy, frechet_distance_from_stats, gaussian_stats
+from .sample import Setting, initial_noise, sample, seg_settings
+
+METRICS = ("asymmetry", "fd", "accuracy")
+REAL_PER_GLYPH = 2   # the reference: every real glyph at 2 seeded random places (3594 images)
 
 
-def real_reference(classifier):
-    """Feature statistics of all real digits, and the FD of the held-out 20% against the other 80%: what
-    two finite samples of the *same* distribution score, a floor to read the other numbers against."""
-    images, _ = load_digits_32()
-    features, _ = features_and_predictions(classifier, images)
-    train, test = train_test_split(len(images))
-    floor = frechet_distance(features[test.numpy()], features[train.numpy()])
-    return gaussian_stats(features), floor
+def real_reference(classifier, n, seeds):
+    """Feature statistics of the real reference set, and what N *other* real images score against it per
+    seed (a floor for FD at this N: a finite sample of the data itself does not score 0)."""
+    images, _ = reference_images(per_glyph=REAL_PER_GLYPH, seed=0)
+    stats = gaussian_stats(features_and_predictions(classifier, images)[0])
+    floor = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(10_000 + seed)
+        indices = torch.randint(0, len(images) // REAL_PER_GLYPH, (n,), generator=generator)
+        fresh, _ = reference_images(indices, seed=10_000 + seed)
+        floor.append(frechet_distance_from_stats(*gaussian_stats(features_and_predictions(classifier, fresh)[0]), *stats))
+    return stats, floor
 
 
 def sample_in_chunks(model, setting, labels, noise, steps, sampler, chunk=200):
@@ -33,50 +46,138 @@ def sample_in_chunks(model, setting, labels, noise, steps, sampler, chunk=200):
     return torch.cat(out)
 
 
-def evaluate(model, classifier, settings, n=1000, seed=0, steps=16, sampler="dpmpp_2m", log=print):
-    real_stats, floor = real_reference(classifier)
+def score(classifier, images, labels, conditional, real_stats):
+    features, predicted = features_and_predictions(classifier, images)
+    return {"asymmetry": float(asymmetry(images).mean()),
+            "fd": frechet_distance_from_stats(*gaussian_stats(features), *real_stats),
+            "accuracy": class_accuracy(predicted, labels) if conditional else None}
+
+
+def spread(values):
+    """-> (mean, seed-to-seed standard deviation; 0 for one seed)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(per_seed):
+    """{metric: [value per seed]} -> {metric: [mean, sd]} (None where the metric does not apply)."""
+    return {m: (list(spread(v)) if v[0] is not None else None) for m, v in per_seed.items()}
+
+
+def beats(row, baseline, metric, lower_is_better=True):
+    """SEG beats its baseline on `metric` by more than the seed spread of either: the improvement of the
+    means exceeds the larger of the two standard deviations."""
+    (m, s), (m0, s0) = row["summary"][metric], baseline["summary"][metric]
+    gain = (m0 - m) if lower_is_better else (m - m0)
+    return gain > max(s, s0)
+
+
+def setting_record(setting):
+    return {"setting": setting.name, "conditional": setting.conditional, "cfg_scale": setting.cfg_scale,
+            "seg_scale": setting.seg.scale if setting.seg.active else 0.0,
+            "seg_sigma": format_sigma(setting.seg.sigma) if setting.seg.active else "",
+            "seg_layers": setting.seg.layers if setting.seg.active else ""}
+
+
+def evaluate(model, classifier, settings, n=200, seeds=(0, 1, 2), steps=16, sampler="dpmpp_2m", log=print):
+    """-> report: one row per setting with per-seed scores and their mean ± sd; each SEG row is compared
+    with the row of the same conditioning and CFG scale without SEG (`baseline`, `beats_*`)."""
+    real_stats, floor = real_reference(classifier, n, seeds)
     labels = torch.arange(n) % NUM_CLASSES
-    noise = initial_noise(n, seed)
+    noises = {seed: initial_noise(n, seed) for seed in seeds}
     rows = []
     for setting in settings:
         start = time.time()
-        images = sample_in_chunks(model, setting, labels, noise, steps, sampler)
-        features, predicted = features_and_predictions(classifier, images)
-        row = {
-            "setting": setting.name,
-            "conditional": setting.conditional,
-            "cfg_scale": setting.cfg_scale,
-            "seg_scale": setting.seg.scale if setting.seg.active else 0.0,
-            "seg_sigma": format_sigma(setting.seg.sigma) if setting.seg.active else "",
-            "fd": frechet_distance_from_stats(*gaussian_stats(features), *real_stats),
-            "accuracy": class_accuracy(predicted, labels) if setting.conditional else None,
-            "seconds": round(time.time() - start, 1),
-        }
+        per_seed = {m: [] for m in METRICS}
+        for seed in seeds:
+            images = sample_in_chunks(model, setting, labels, noises[seed], steps, sampler)
+            for metric, value in score(classifier, images, labels, setting.conditional, real_stats).items():
+                per_seed[metric].append(value)
+        row = setting_record(setting)
+        row.update(per_seed=per_seed, summary=summarise(per_seed), seconds=round(time.time() - start, 1))
         rows.append(row)
-        acc = "" if row["accuracy"] is None else f"  accuracy {row['accuracy']:.3f}"
-        log(f"  {setting.name:<28} FD {row['fd']:7.3f}{acc}  ({row['seconds']:.0f}s)")
-    return {"n": n, "seed": seed, "steps": steps, "sampler": sampler, "real_floor_fd": floor, "rows": rows}
+        log("  " + line_of(row))
+    for row in rows:  # compare each SEG row with its own no-SEG baseline, if the settings hold one
+        baseline = next((b for b in rows if not b["seg_sigma"] and b["conditional"] == row["conditional"]
+                         and b["cfg_scale"] == row["cfg_scale"]), None)
+        if row["seg_sigma"] and baseline is not None:
+            row["baseline"] = baseline["setting"]
+            row["beats_asymmetry"] = beats(row, baseline, "asymmetry")
+            row["beats_fd"] = beats(row, baseline, "fd")
+    return {"n": n, "seeds": list(seeds), "steps": steps, "sampler": sampler,
+            "real_floor_fd": list(spread(floor)), "rows": rows}
+
+
+def ablation_settings(sigmas, scales, layers):
+    """Unconditional σ × scale grid (the paper's ablation), plus the no-SEG baseline."""
+    rows = [Setting("unconditional", False)]
+    rows += [Setting(f"+ SEG s={scale:g} sigma={format_sigma(sigma)}", False, seg=seg_settings(scale, sigma, layers))
+             for scale in scales for sigma in sigmas]
+    return rows
+
+
+def _pm(pair, digits):
+    return "—" if pair is None else f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+
+
+def line_of(row):
+    s = row["summary"]
+    acc = "" if s["accuracy"] is None else f"  accuracy {_pm(s['accuracy'], 3)}"
+    return f"{row['setting']:<34} asymmetry {_pm(s['asymmetry'], 4)}  FD {_pm(s['fd'], 2)}{acc}  ({row['seconds']:.0f}s)"
+
+
+def _verdict(row, key):
+    if key not in row:
+        return ""
+    return " ✓" if row[key] else ""
 
 
 def markdown_table(report):
-    lines = ["| setting | CFG | SEG scale | SEG σ | FD ↓ | class accuracy ↑ |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| setting | CFG | SEG scale | SEG σ | layers | asymmetry ↓ | FD ↓ | class accuracy ↑ |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in report["rows"]:
-        acc = "—" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-        seg_scale = f"{row['seg_scale']:g}" if row["seg_sigma"] else "—"
+        s = row["summary"]
         cfg = f"{row['cfg_scale']:g}" if row["conditional"] else "— (null token)"
-        lines.append(f"| {row['setting']} | {cfg} | {seg_scale} | {row['seg_sigma'] or '—'} | {row['fd']:.3f} | {acc} |")
-    lines.append(f"| *real digits: held-out 20% vs other 80%* | | | | {report['real_floor_fd']:.3f} | |")
+        seg_scale = f"{row['seg_scale']:g}" if row["seg_sigma"] else "—"
+        lines.append(f"| {row['setting']} | {cfg} | {seg_scale} | {row['seg_sigma'] or '—'} | {row['seg_layers'] or '—'} | "
+                     f"{_pm(s['asymmetry'], 4)}{_verdict(row, 'beats_asymmetry')} | {_pm(s['fd'], 2)}{_verdict(row, 'beats_fd')} | "
+                     f"{_pm(s['accuracy'], 3)} |")
+    lines.append(f"| *real images (N of them vs the reference set)* | | | | | 0 | {_pm(report['real_floor_fd'], 2)} | |")
+    return "\n".join(lines)
+
+
+def ablation_table(report, metric="asymmetry", digits=4):
+    """σ down, scale across, `metric` mean ± sd in the cells; the baseline (no SEG) in the caption."""
+    rows = [r for r in report["rows"] if r["seg_sigma"]]
+    sigmas = list(dict.fromkeys(r["seg_sigma"] for r in rows))
+    scales = list(dict.fromkeys(r["seg_scale"] for r in rows))
+    cell = {(r["seg_sigma"], r["seg_scale"]): r for r in rows}
+    lines = ["| σ \\ SEG scale | " + " | ".join(f"{s:g}" for s in scales) + " |", "| --- |" + " --- |" * len(scales)]
+    for sigma in sigmas:
+        cells = []
+        for scale in scales:
+            r = cell.get((sigma, scale))
+            cells.append("" if r is None else _pm(r["summary"][metric], digits) + _verdict(r, "beats_" + metric))
+        lines.append(f"| {sigma} | " + " | ".join(cells) + " |")
+    base = next((r for r in report["rows"] if not r["seg_sigma"]), None)
+    if base is not None:
+        lines.append(f"\nwithout SEG: {_pm(base['summary'][metric], digits)}")
     return "\n".join(lines)
 
 
 def describe_run(report):
     total = f", {report['seconds']:.0f} s in total" if "seconds" in report else ""
-    return (f"N = {report['n']} samples per setting, seed {report['seed']}, {report['sampler']} with "
-            f"{report['steps']} steps (Karras sigmas){total}.")
+    return (f"N = {report['n']} samples per setting and seed, seeds {', '.join(map(str, report['seeds']))} "
+            f"(mean ± seed-to-seed standard deviation), {report['sampler']} with {report['steps']} steps "
+            f"(Karras sigmas){total}. ✓: beats the same run without SEG by more than the larger of the two spreads.")
 
 
-def write_report(report, markdown_path, json_path):
+def write_report(report, markdown_path, json_path, ablation=False):
+    text = markdown_table(report) + "\n\n" + describe_run(report) + "\n"
+    if ablation:
+        text += "\nAsymmetry ↓ (σ × scale)\n\n" + ablation_table(report) + "\n\nFD ↓ (σ × scale)\n\n" + \
+            ablation_table(report, "fd", 2) + "\n"
     with open(markdown_path, "w", encoding="utf-8") as f:
-        f.write(markdown_table(report) + "\n\n" + describe_run(report) + "\n")
+        f.write(text)
     with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+        json.dump(report, f, indent=1)
+    return text
