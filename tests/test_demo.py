@@ -151,7 +151,7 @@ def test_seg_changes_samples_and_leaves_the_model_untouched_afterwards(denoiser)
     from lib_seg.demo.sample import Setting, sample, seg_settings
     labels = torch.arange(2)
     plain = sample(denoiser, Setting("plain", False), labels, steps=2)
-    seg = sample(denoiser, Setting("seg", False, seg=seg_settings(3.0, math.inf, "mid")), labels, steps=2)
+    seg = sample(denoiser, Setting("seg", False, seg=seg_settings(3.0, math.inf, "down")), labels, steps=2)
     again = sample(denoiser, Setting("plain", False), labels, steps=2)
     assert not torch.allclose(plain, seg, atol=1e-3)  # SEG moves samples in [-1, 1] by more than 1e-3
     assert torch.equal(plain, again)  # every patch removed when the pass ended
@@ -170,7 +170,7 @@ def test_evaluate_reports_every_setting_with_its_seed_spread(denoiser):
     from lib_seg.demo.classifier import load_classifier
     from lib_seg.demo.evaluate import evaluate, markdown_table
     from lib_seg.demo.sample import demo_settings
-    settings = demo_settings([math.inf], 3.0, 3.0, "mid")
+    settings = demo_settings([math.inf], 3.0, 3.0, "down")
     report = evaluate(denoiser, load_classifier(), settings, n=10, seeds=(0, 1), steps=2, log=lambda line: None)
     assert [row["setting"] for row in report["rows"]] == [s.name for s in settings]
     for row in report["rows"]:

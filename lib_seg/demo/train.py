@@ -1,4 +1,4 @@
-"""Rebuild the shipped weights: `python -m lib_seg.demo.train` (about 10 minutes on 2 CPU cores).
+"""Rebuild the shipped weights: `python -m lib_seg.demo.train` (43 minutes on 2 shared CPU cores, one thread).
 
 Fixed seeds, fixed step counts (not time budgets), one CPU thread: the same machine gives the same
 files. One thread because reductions then run in a fixed order, and because on a shared 2-core machine
