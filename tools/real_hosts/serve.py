@@ -9,7 +9,8 @@
 `start` runs CMD in a new process group (session) and records its PID, process group and command line
 in the pidfile. With --lock it holds the shared memory lock of the team's machine
 (flock on /tmp/seg-mem.lock) for exactly as long as the server lives.
-`wait` returns when the API answers, the script is listed for txt2img and img2img, /sdapi/v1/script-info
+`wait` says so while the server is queued for the memory lock (that time does not count against
+--timeout), then returns when the API answers, the script is listed for txt2img and img2img, /sdapi/v1/script-info
 answers (the scripts' default args are computed; Forge answers /sdapi/v1/* before that), and a tiny
 txt2img (64 px, 1 step, no script args) succeeds; it fails early if the server process died.
 `stop` ends only the process group it started (SIGTERM, then SIGKILL after 30 s), and refuses when the
@@ -93,6 +94,18 @@ def _post(url, payload, timeout=600):
         return json.loads(r.read())
 
 
+def _waiting_for_lock(rec):
+    """True while the recorded process is `flock` that has not started its command yet (no child):
+    another helper holds the memory lock in a conflicting mode."""
+    if not rec or os.path.basename(str(rec.get("argv", [""])[0])) != "flock":
+        return False
+    try:
+        with open(f"/proc/{rec['pid']}/task/{rec['pid']}/children") as f:
+            return not f.read().split()
+    except OSError:
+        return False
+
+
 def wait(args):
     rec = _read(args.pidfile) if args.pidfile else None
     t0 = time.time()
@@ -102,6 +115,18 @@ def wait(args):
     while time.time() < deadline:
         if rec and not _ours(rec):
             sys.exit(f"server process {rec['pid']} exited while waiting ({stage}); see {rec['log']}")
+        if _waiting_for_lock(rec):
+            # Time spent queued for the lock is not start-up time: the timeout counts from the lock.
+            if last != "lock":
+                print(f"  waiting for the memory lock {LOCK} (held by another server in a conflicting mode)",
+                      flush=True)
+                last = "lock"
+            deadline = time.time() + args.timeout
+            time.sleep(3)
+            continue
+        if last == "lock":
+            print(f"  got the memory lock after {time.time() - t0:.0f} s", flush=True)
+            t0, last = time.time(), ""
         try:
             if stage == "API":
                 scripts = _get(args.url + "/sdapi/v1/scripts")

@@ -25,6 +25,11 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
+# Another helper's server on this port would answer `serve.py wait` for ours (it checks the URL, and the
+# SEG script is listed by every host): refuse instead of testing the wrong server.
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "port $port is already taken (another server answers there): choose another --port" >&2; exit 1
+fi
 lockarg=(); [[ $lock != none ]] && lockarg=(--lock "$lock")
 run=$dest/run; mkdir -p "$run"
 python3 "$here/../serve.py" start --pidfile "$run/webui-$port.pid" --log "$run/webui-$port.log" --cwd "$dest" \
