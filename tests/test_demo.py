@@ -157,6 +157,31 @@ def test_seg_changes_samples_and_leaves_the_model_untouched_afterwards(denoiser)
     assert torch.equal(plain, again)  # every patch removed when the pass ended
 
 
+def test_perturbed_prediction_alone_is_the_seg_rows_prediction_sampled_unguided(denoiser):
+    from lib_seg.demo.sample import Setting, perturbed_setting, sample, seg_settings
+    from lib_seg.demo.model import SIGMA_MAX
+    labels = torch.arange(2)
+    plain = sample(denoiser, Setting("plain", False), labels, steps=2)
+    alone = sample(denoiser, perturbed_setting(math.inf, "down"), labels, steps=2)
+    seg = sample(denoiser, Setting("seg", False, seg=seg_settings(3.0, math.inf, "down")), labels, steps=2)
+    assert not torch.allclose(alone, plain, atol=1e-3) and not torch.allclose(alone, seg, atol=1e-3)
+    assert torch.equal(sample(denoiser, Setting("plain", False), labels, steps=2), plain)  # patches removed
+    # One Euler step from sigma_max to 0 returns the denoiser's output: SEG's guided step with scale s is
+    # cond + s (cond - perturbed), so the perturbed prediction is recovered from two SEG scales.
+    one = dict(steps=1, sampler="euler")
+    p = sample(denoiser, perturbed_setting(math.inf, "down"), labels, **one)
+    g1 = sample(denoiser, Setting("s1", False, seg=seg_settings(1.0, math.inf, "down")), labels, **one)
+    g0 = sample(denoiser, Setting("s0", False), labels, **one)
+    inside = (p.abs() < 1) & (g1.abs() < 1) & (g0.abs() < 1)  # not clamped by sample()
+    assert inside.float().mean() > 0.5
+    # The step computes x + (0 - sigma_max) (x - D) / sigma_max with x ~ sigma_max: its rounding is a few
+    # float32 eps of sigma_max per operation, tripled in 2 g0 - g1 (the UNet's own rounding of D, ~1, is far
+    # below). 32 eps x sigma_max = 3e-4; seen 4.6e-5. The perturbation itself moves pixels by up to 0.07.
+    bound = 32 * torch.finfo(torch.float32).eps * SIGMA_MAX
+    assert (p - g0)[inside].abs().max() > 100 * bound
+    torch.testing.assert_close(p[inside], (2 * g0 - g1)[inside], rtol=0, atol=bound)
+
+
 def test_demo_writes_a_labelled_grid(tmp_path, keep_threads):
     from PIL import Image
     from lib_seg.demo.__main__ import main
@@ -170,17 +195,23 @@ def test_evaluate_reports_every_setting_with_its_seed_spread(denoiser):
     from lib_seg.demo.classifier import load_classifier
     from lib_seg.demo.evaluate import evaluate, markdown_table
     from lib_seg.demo.sample import demo_settings
+    from lib_seg.demo.sample import perturbed_setting
     settings = demo_settings([math.inf], 3.0, 3.0, "down")
+    settings.insert(2, perturbed_setting(math.inf, "down"))
     report = evaluate(denoiser, load_classifier(), settings, n=10, seeds=(0, 1), steps=2, log=lambda line: None)
     assert [row["setting"] for row in report["rows"]] == [s.name for s in settings]
     for row in report["rows"]:
         assert len(row["per_seed"]["fd"]) == 2 and all(v >= 0 for v in row["per_seed"]["fd"])
         mean, sd = row["summary"]["asymmetry"]
         assert mean == pytest.approx(sum(row["per_seed"]["asymmetry"]) / 2, rel=1e-12) and sd >= 0
-    unconditional, seg, cfg, cfg_seg = report["rows"]
+    unconditional, seg, alone, cfg, cfg_seg = report["rows"]
     assert unconditional["summary"]["accuracy"] is None and 0 <= cfg["summary"]["accuracy"][0] <= 1
     assert seg["baseline"] == unconditional["setting"] and cfg_seg["baseline"] == cfg["setting"]
     assert isinstance(seg["beats_asymmetry"], bool) and "baseline" not in cfg
+    assert alone["baseline"] == unconditional["setting"] and "beats_fd" not in alone  # a diagnostic
+    differences = [a - b for a, b in zip(seg["per_seed"]["fd"], unconditional["per_seed"]["fd"])]
+    assert seg["delta_fd"][0] == pytest.approx(sum(differences) / 2, rel=1e-12)
+    assert seg["delta_fd"][1] == pytest.approx(abs(differences[0] - differences[1]) / math.sqrt(2), rel=1e-9)
     assert seg["per_seed"]["asymmetry"] != unconditional["per_seed"]["asymmetry"]  # SEG acted
     assert markdown_table(report).count("\n") == len(settings) + 2
 

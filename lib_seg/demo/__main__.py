@@ -1,7 +1,8 @@
 """`python -m lib_seg.demo`: see what SEG does on a tiny digit diffusion model, no WebUI needed.
 
 Writes one PNG grid, one row per setting: unconditional, + SEG at each sigma, CFG, CFG + SEG; every row
-starts from the same noise. `--evaluate` scores the same settings instead (see evaluate.py).
+starts from the same noise. `--evaluate` scores the same settings instead (see evaluate.py), plus samples
+from SEG's blurred prediction alone: what SEG guides away from.
 """
 import argparse
 import os
@@ -11,7 +12,7 @@ import time
 import torch
 
 from ..params import SegParamError, SegSettings, parse_sigma
-from .sample import SAMPLERS, demo_settings, sample
+from .sample import SAMPLERS, demo_settings, perturbed_setting, sample
 
 
 def parse_args(argv):
@@ -77,6 +78,8 @@ def main(argv=None):
         from .evaluate import ablation_settings, evaluate, write_report
         if args.ablation:
             settings = ablation_settings(args.sigma_list, args.scale_list, args.layers)
+        else:  # after the SEG rows: what SEG guides away from, sampled alone
+            settings.insert(1 + len(args.sigma_list), perturbed_setting(max(args.sigma_list), args.layers))
         print(f"evaluating {len(settings)} settings, {args.n} samples each for seeds {args.seeds} ...", flush=True)
         report = evaluate(model, load_classifier(), settings, n=args.n, seeds=args.seed_list, steps=args.steps,
                           sampler=args.sampler, log=lambda line: print(line, flush=True))

@@ -22,6 +22,23 @@ class Setting:
     conditional: bool          # digits requested (CFG rows) or the null token (unconditional rows)
     cfg_scale: float = 1.0     # 1 = no CFG
     seg: SegSettings = SegSettings()
+    # Sample from SEG's perturbed prediction alone (every row through the blurred attention, no guidance):
+    # what SEG guides away from. A diagnostic: SEG can only add structure that this loses.
+    perturbed_only: bool = False
+
+
+class PerturbedDenoiser(SegCFGDenoiser):
+    """The SEG rows' prediction as the whole step: the same session and attention patch as SEG's separate
+    pass, applied to every row, and returned unguided."""
+
+    def __call__(self, x, sigma, cond, uncond=None):
+        n = x.shape[0]
+        sigma = sigma.expand(n) if sigma.ndim == 0 else sigma
+        self.session.begin_step(n, slice(0, n))
+        out = self.denoiser(x, sigma, cond=cond)
+        self.session.end_step()
+        self.step += 1
+        return out
 
 
 def denoiser_calls(sampler, steps):
@@ -50,8 +67,9 @@ def sample(model, setting, labels, seed=0, steps=16, sampler="dpmpp_2m", callbac
         cond, uncond = model.context(labels), (null if setting.cfg_scale != 1.0 else None)
     else:
         cond, uncond = null, None
-    guided = SegCFGDenoiser(model, model.unet, setting.seg, cfg_scale=setting.cfg_scale,
-                            total_steps=denoiser_calls(sampler, steps))
+    wrapper = PerturbedDenoiser if setting.perturbed_only else SegCFGDenoiser
+    guided = wrapper(model, model.unet, setting.seg, cfg_scale=setting.cfg_scale,
+                     total_steps=denoiser_calls(sampler, steps))
     with guided:
         step_fn = getattr(sampling, "sample_" + sampler)
         out = step_fn(guided, x, sigmas, extra_args={"cond": cond, "uncond": uncond},
@@ -61,6 +79,16 @@ def sample(model, setting, labels, seed=0, steps=16, sampler="dpmpp_2m", callbac
 
 def seg_settings(scale, sigma, layers):
     return SegSettings(enabled=True, scale=scale, sigma=sigma, layers=layers)
+
+
+def perturbed_setting(sigma, layers):
+    return Setting(f"blurred prediction alone sigma={_format_sigma(sigma)}", False,
+                   seg=seg_settings(1.0, sigma, layers), perturbed_only=True)
+
+
+def _format_sigma(sigma):
+    from ..params import format_sigma
+    return format_sigma(sigma)
 
 
 def demo_settings(sigmas, seg_scale, cfg_scale, layers, cfg_seg_sigma: Optional[float] = None):
