@@ -259,3 +259,30 @@ def test_training_runs_end_to_end_and_writes_weights_that_load(tmp_path, keep_th
     load_denoiser(str(out))
     curve = json.loads((tmp_path / "curve.json").read_text())["curve"]
     assert curve[-1]["step"] == 2 and curve[-1]["held_out_loss"] > 0
+
+
+def test_the_coords16_design_trains_saves_its_architecture_and_loads(tmp_path, keep_threads):
+    """The second design tried for issue 12 (RESULTS.md): retrainable and loadable by --weights."""
+    from safetensors import safe_open
+    from lib_seg.demo.model import coordinate_planes, load_denoiser
+    from lib_seg.demo.train import main
+    from lib_seg.layers import describe
+    out = tmp_path / "c.safetensors"
+    main(["--steps", "2", "--batch", "4", "--skip-classifier", "--architecture", "coords16",
+          "--denoiser-out", str(out), "--curve-out", str(tmp_path / "curve.json")])
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata() == {"architecture": "coords16"}
+    model = load_denoiser(str(out))
+    assert model.architecture == "coords16" and describe(model.unet) == "d0, m0, u0-u1"  # all at 16x16
+    planes = coordinate_planes(32)
+    assert torch.equal(planes[0], planes[0].flip(-1)) and not torch.equal(planes[1], planes[1].flip(-2))
+    assert planes.min() == -1 and planes.max() == 1
+
+
+def test_a_weights_file_of_an_unknown_architecture_is_refused_by_name(tmp_path):
+    from safetensors.torch import save_file
+    from lib_seg.demo.model import load_denoiser
+    path = tmp_path / "x.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"architecture": "nonsense"})
+    with pytest.raises(ValueError, match="unknown demo architecture 'nonsense'; known: mirror, coords16"):
+        load_denoiser(str(path))

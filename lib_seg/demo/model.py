@@ -15,21 +15,50 @@ NULL_LABEL = NUM_CLASSES  # index of the unconditional token
 SIGMA_DATA = 0.5          # EDM's data std (our data is in [-1, 1], mostly -1 background)
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
-UNET_CONFIG = dict(
-    image_size=IMAGE_SIZE, in_channels=1, out_channels=1, model_channels=32,
-    # Levels 32/16/8. No res block on the way down at 32x32: that level is the most expensive per
-    # block and the upscaled 8x8 digits carry little detail there; training time on 2 CPU cores rules.
-    channel_mult=(1, 1, 2), num_res_blocks=(0, 1, 1),
-    # Self-attention at 16x16 and 8x8 (downsample factors 2 and 4) plus the middle block (8x8).
-    attention_resolutions=(2, 4), num_head_channels=16,
-    use_spatial_transformer=True, transformer_depth=1, context_dim=CONTEXT_DIM,
-    legacy=False, use_checkpoint=False,
-)
+_SHARED = dict(image_size=IMAGE_SIZE, out_channels=1, model_channels=32, num_head_channels=16,
+               use_spatial_transformer=True, transformer_depth=1, context_dim=CONTEXT_DIM,
+               legacy=False, use_checkpoint=False)
+
+# The shipped weights are "mirror". "coords16" is the second design tried for issue 12 (results in
+# RESULTS.md): kept so that it can be retrained (`train --architecture coords16`) and evaluated
+# (`--weights`), not shipped, because its samples are worse and SEG's gain on it is small.
+ARCHITECTURES = {
+    # Levels 32/16/8. No res block on the way down at 32x32: that level is the most expensive per block and
+    # the upscaled 8x8 digits carry little detail there; training time on 2 CPU cores rules. Self-attention
+    # at 16x16 and 8x8 (downsample factors 2 and 4) plus the middle block (8x8).
+    "mirror": dict(_SHARED, in_channels=1, channel_mult=(1, 1, 2), num_res_blocks=(0, 1, 1),
+                   attention_resolutions=(2, 4)),
+    # Levels 32/16 only, so that no 8x8 convolutions span the image and carry the symmetry instead of
+    # attention; self-attention at 16x16 alone (d0, m0, u0-u1); two coordinate planes as extra input
+    # channels (see coordinate_planes), so attention can find a pixel's mirror partner by position.
+    "coords16": dict(_SHARED, in_channels=3, channel_mult=(1, 2), num_res_blocks=(0, 1),
+                     attention_resolutions=(2,)),
+}
+DEFAULT_ARCHITECTURE = "mirror"
 
 
-def build_unet():
+def coordinate_planes(size=IMAGE_SIZE):
+    """(2, size, size): |x - axis| and y, both scaled to [-1, 1]. The first is mirror-invariant, so a pixel
+    and its mirror partner carry the same position: ldm's attention has no position embedding of its own,
+    and with these planes a query can find its partner by position, the match that smoothing queries undoes."""
+    axis = (size - 1) / 2
+    ramp = torch.arange(size, dtype=torch.float32)
+    across = ((ramp - axis).abs() / axis) * 2 - 1  # 1 at the borders, about -1 at the axis
+    down = (ramp - axis) / axis
+    return torch.stack([across[None, :].expand(size, size), down[:, None].expand(size, size)])
+
+
+def unet_input(x, in_channels):
+    """The image, followed by the coordinate planes when the architecture takes them (3 input channels)."""
+    if in_channels == 1:
+        return x
+    planes = coordinate_planes(x.shape[-1]).to(dtype=x.dtype, device=x.device)
+    return torch.cat([x, planes.expand(x.shape[0], -1, -1, -1)], dim=1)
+
+
+def build_unet(architecture=DEFAULT_ARCHITECTURE):
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
-    return UNetModel(**UNET_CONFIG)
+    return UNetModel(**ARCHITECTURES[architecture])
 
 
 def unet_timestep(sigma):
@@ -45,9 +74,11 @@ class DigitDenoiser(nn.Module):
     conditioning a plain tensor lets SegCFGDenoiser concatenate cond/SEG/uncond rows along dim 0.
     """
 
-    def __init__(self):
+    def __init__(self, architecture=DEFAULT_ARCHITECTURE):
         super().__init__()
-        self.unet = build_unet()
+        self.architecture = architecture
+        self.in_channels = ARCHITECTURES[architecture]["in_channels"]
+        self.unet = build_unet(architecture)
         self.label_embedding = nn.Embedding(NUM_CLASSES + 1, CONTEXT_DIM)
 
     def context(self, labels):
@@ -66,14 +97,14 @@ class DigitDenoiser(nn.Module):
 
     def forward(self, x, sigma, cond):
         c_skip, c_out, c_in = self.scalings(sigma)
-        return c_skip * x + c_out * self.unet(x * c_in, unet_timestep(sigma), context=cond)
+        return c_skip * x + c_out * self.unet(unet_input(x * c_in, self.in_channels), unet_timestep(sigma), context=cond)
 
     def loss(self, clean, sigma, cond, noise):
         """EDM loss with its weighting folded in: MSE between the network output and its ideal target
         (clean - c_skip * noisy) / c_out, so every sigma contributes on the same scale."""
         c_skip, c_out, c_in = self.scalings(sigma)
         noisy = clean + noise * sigma[:, None, None, None]
-        output = self.unet(noisy * c_in, unet_timestep(sigma), context=cond)
+        output = self.unet(unet_input(noisy * c_in, self.in_channels), unet_timestep(sigma), context=cond)
         target = (clean - c_skip * noisy) / c_out
         return (output - target).square().mean()
 
@@ -84,11 +115,18 @@ def sample_training_sigmas(n, generator, p_mean=-1.2, p_std=1.2):
 
 
 def load_denoiser(path=None):
-    """The shipped (or a given) weights, in eval mode."""
+    """The shipped (or a given) weights, in eval mode; the architecture is read from the file's metadata
+    (written by train.py; absent in files from before it was, which are the default architecture)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
     from . import DENOISER_PATH
-    model = DigitDenoiser()
-    model.load_state_dict(load_file(path or DENOISER_PATH))
+    path = path or DENOISER_PATH
+    with safe_open(path, framework="pt") as f:
+        architecture = (f.metadata() or {}).get("architecture", DEFAULT_ARCHITECTURE)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{path}: unknown demo architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    model = DigitDenoiser(architecture)
+    model.load_state_dict(load_file(path))
     return model.eval().requires_grad_(False)
 
 

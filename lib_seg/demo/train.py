@@ -18,7 +18,8 @@ import torch
 from . import CLASSIFIER_PATH, CURVE_PATH, DENOISER_PATH
 from .classifier import DigitClassifier
 from .data import load_glyphs, random_batch, reference_images, train_test_split
-from .model import NULL_LABEL, DigitDenoiser, parameter_count, sample_training_sigmas
+from .model import (ARCHITECTURES, DEFAULT_ARCHITECTURE, NULL_LABEL, DigitDenoiser, parameter_count,
+                    sample_training_sigmas)
 
 DENOISER_STEPS = 4000
 DENOISER_BATCH = 32
@@ -37,10 +38,10 @@ def sha256_of(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def save(module, path):
+def save(module, path, metadata=None):
     from safetensors.torch import save_file
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, path)
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, path, metadata=metadata)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB, sha256 {sha256_of(path)})", flush=True)
 
 
@@ -95,14 +96,20 @@ def validation_loss(model, rows, chunk=64):
     return sum(losses) / len(losses)
 
 
+def architecture_metadata(model):
+    """Saved with the weights so load_denoiser builds the right UNet; the default architecture is saved
+    without it, so the shipped file stays byte-identical to what this trainer wrote before variants existed."""
+    return None if model.architecture == DEFAULT_ARCHITECTURE else {"architecture": model.architecture}
+
+
 def train_denoiser(glyphs, labels, steps=DENOISER_STEPS, batch=DENOISER_BATCH, lr=DENOISER_LR, seed=0,
-                   checkpoint_dir=None):
+                   checkpoint_dir=None, architecture=DEFAULT_ARCHITECTURE):
     """Train on the 80 % training digits; returns (EMA model, loss curve). The curve has the smoothed
     training loss and, every VALIDATE_EVERY steps, the EMA model's loss on fixed held-out rows."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     train_idx, _ = train_test_split(len(glyphs))
-    model = DigitDenoiser()
+    model = DigitDenoiser(architecture)
     ema = copy.deepcopy(model).requires_grad_(False)
     held_out = validation_set(glyphs, labels)
     print(f"denoiser: {parameter_count(model)} parameters, {steps} steps of {batch}", flush=True)
@@ -131,7 +138,7 @@ def train_denoiser(glyphs, labels, steps=DENOISER_STEPS, batch=DENOISER_BATCH, l
         if (step + 1) % VALIDATE_EVERY == 0 or step + 1 == steps:
             point["held_out_loss"] = round(validation_loss(ema, held_out), 5)
             if checkpoint_dir:
-                save(ema, os.path.join(checkpoint_dir, f"denoiser_{step + 1}.safetensors"))
+                save(ema, os.path.join(checkpoint_dir, f"denoiser_{step + 1}.safetensors"), architecture_metadata(ema))
         if (step + 1) % 100 == 0 or "held_out_loss" in point:
             curve.append(point)
             held = f"  held-out {point['held_out_loss']:.4f}" if "held_out_loss" in point else ""
@@ -148,6 +155,8 @@ def main(argv=None):
     parser.add_argument("--curve-out", default=CURVE_PATH, help="the loss curve (JSON)")
     parser.add_argument("--checkpoint-dir", default=None, help="also save the EMA weights at every validation")
     parser.add_argument("--skip-classifier", action="store_true")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE,
+                        help="UNet design (model.ARCHITECTURES); the shipped weights are the default")
     args = parser.parse_args(argv)
     torch.set_num_threads(TRAIN_THREADS)
     glyphs, labels = load_glyphs()
@@ -156,8 +165,8 @@ def main(argv=None):
         save(train_classifier(glyphs, labels), args.classifier_out)
     print(f"classifier done in {time.time() - t0:.0f}s", flush=True)
     model, curve = train_denoiser(glyphs, labels, steps=args.steps, batch=args.batch,
-                                  checkpoint_dir=args.checkpoint_dir)
-    save(model, args.denoiser_out)
+                                  checkpoint_dir=args.checkpoint_dir, architecture=args.architecture)
+    save(model, args.denoiser_out, architecture_metadata(model))
     with open(args.curve_out, "w", encoding="utf-8") as f:
         json.dump({"steps": args.steps, "batch": args.batch, "seconds": round(time.time() - t0), "curve": curve}, f, indent=1)
     print(f"done in {time.time() - t0:.0f}s, final held-out loss {curve[-1]['held_out_loss']:.4f}", flush=True)
