@@ -216,6 +216,25 @@ def test_evaluate_reports_every_setting_with_its_seed_spread(denoiser):
     assert markdown_table(report).count("\n") == len(settings) + 2
 
 
+def test_seg_interval_is_recorded_and_changes_only_the_steps_it_covers(tmp_path, keep_threads):
+    from lib_seg.demo.__main__ import main
+    common = ["--evaluate", "--ablation", "--n", "4", "--seeds", "0", "--steps", "3", "--sigmas", "inf",
+              "--ablation-scales", "3"]
+    whole = main(common + ["--results", str(tmp_path / "whole")])["rows"]
+    early = main(common + ["--end", "0.5", "--results", str(tmp_path / "early")])["rows"]
+    assert whole[0]["per_seed"] == early[0]["per_seed"]  # the no-SEG baseline is the same run
+    assert early[1]["seg_interval"] == [0.0, 0.5] and whole[1]["seg_interval"] == [0.0, 1.0]
+    assert early[1]["per_seed"]["asymmetry"] not in (whole[1]["per_seed"]["asymmetry"], whole[0]["per_seed"]["asymmetry"])
+    assert "down, steps 0–0.5" in (tmp_path / "early.md").read_text()
+
+
+def test_demo_refuses_an_interval_out_of_range_naming_the_field(capsys):
+    from lib_seg.demo.__main__ import parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--end", "1.5"])
+    assert "SEG end (end): got 1.5" in capsys.readouterr().err
+
+
 def test_beats_needs_more_than_the_seed_spread():
     from lib_seg.demo.evaluate import beats
     base = {"summary": {"asymmetry": [0.10, 0.01]}}

@@ -27,6 +27,8 @@ def parse_args(argv):
     # `down` (16x16 and 8x8 on the way down), not the WebUI default `mid`: this model's 8x8 middle-block
     # attention hardly matters to its output (SEG there moves the scores by < 0.1 %), `up` and `all` overshoot.
     p.add_argument("--layers", default="down", help="SEG layers: down (default), mid, up, all, or a block list like d0,m0")
+    p.add_argument("--start", type=float, default=0.0, help="SEG start: fraction of the steps before SEG acts (default 0)")
+    p.add_argument("--end", type=float, default=1.0, help="SEG end: fraction of the steps after which SEG stops (default 1)")
     p.add_argument("--columns", type=int, default=10, help="samples per row (default 10: digits 0-9 in CFG rows)")
     p.add_argument("--out", default="seg_demo.png", help="PNG to write (default ./seg_demo.png)")
     p.add_argument("--evaluate", action="store_true", help="score the settings instead of drawing them")
@@ -45,7 +47,9 @@ def parse_args(argv):
         args.sigma_list = [parse_sigma(s) for s in args.sigmas.split(",") if s.strip()]
         args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
         args.scale_list = [float(s) for s in args.ablation_scales.split(",") if s.strip()]
-        SegSettings(enabled=True, scale=args.scale, layers=args.layers)  # validate once, with SEG's own messages
+        # validate once, with SEG's own messages
+        SegSettings(enabled=True, scale=args.scale, layers=args.layers, start=args.start, end=args.end)
+        args.interval = (args.start, args.end)
     except (SegParamError, ValueError) as error:
         p.error(str(error))
     return args
@@ -61,7 +65,8 @@ def draw_demo(model, settings, args, log=print):
         rows.append((setting.name, images))
         log(f"  [{i + 1}/{len(settings)}] {setting.name:<28} {time.time() - start:5.1f}s")
     title = (f"SEG demo: seed {args.seed}, {args.sampler} {args.steps} steps, SEG scale {args.scale:g}, "
-             f"layers {args.layers}; CFG rows: digits 0-9")
+             f"layers {args.layers}" + ("" if args.interval == (0.0, 1.0) else f", steps {args.start:g}-{args.end:g}")
+             + "; CFG rows: digits 0-9")
     return draw_grid(rows, title)
 
 
@@ -72,12 +77,12 @@ def main(argv=None):
     start = time.time()
     from .model import load_denoiser
     model = load_denoiser(args.weights)
-    settings = demo_settings(args.sigma_list, args.scale, args.cfg, args.layers)
+    settings = demo_settings(args.sigma_list, args.scale, args.cfg, args.layers, interval=args.interval)
     if args.evaluate:
         from .classifier import load_classifier
         from .evaluate import ablation_settings, evaluate, write_report
         if args.ablation:
-            settings = ablation_settings(args.sigma_list, args.scale_list, args.layers)
+            settings = ablation_settings(args.sigma_list, args.scale_list, args.layers, args.interval)
         else:  # after the SEG rows: what SEG guides away from, sampled alone
             settings.insert(1 + len(args.sigma_list), perturbed_setting(max(args.sigma_list), args.layers))
         print(f"evaluating {len(settings)} settings, {args.n} samples each for seeds {args.seeds} ...", flush=True)

@@ -82,7 +82,16 @@ def setting_record(setting):
             "perturbed_only": setting.perturbed_only,
             "seg_scale": setting.seg.scale if setting.seg.active else 0.0,
             "seg_sigma": format_sigma(setting.seg.sigma) if setting.seg.active else "",
-            "seg_layers": setting.seg.layers if setting.seg.active else ""}
+            "seg_layers": setting.seg.layers if setting.seg.active else "",
+            "seg_interval": [setting.seg.start, setting.seg.end] if setting.seg.active else None}
+
+
+def _layers_cell(row):
+    """The layers, and the part of the steps SEG acted in when that is not all of them."""
+    interval = row.get("seg_interval")
+    if not row["seg_layers"] or not interval or interval == [0.0, 1.0]:
+        return row["seg_layers"] or "—"
+    return f"{row['seg_layers']}, steps {interval[0]:g}–{interval[1]:g}"
 
 
 def evaluate(model, classifier, settings, n=200, seeds=(0, 1, 2), steps=16, sampler="dpmpp_2m", log=print):
@@ -117,10 +126,10 @@ def evaluate(model, classifier, settings, n=200, seeds=(0, 1, 2), steps=16, samp
             "real_floor_fd": list(spread(floor)), "rows": rows}
 
 
-def ablation_settings(sigmas, scales, layers):
+def ablation_settings(sigmas, scales, layers, interval=(0.0, 1.0)):
     """Unconditional σ × scale grid (the paper's ablation), plus the no-SEG baseline."""
     rows = [Setting("unconditional", False)]
-    rows += [Setting(f"+ SEG s={scale:g} sigma={format_sigma(sigma)}", False, seg=seg_settings(scale, sigma, layers))
+    rows += [Setting(f"+ SEG s={scale:g} sigma={format_sigma(sigma)}", False, seg=seg_settings(scale, sigma, layers, interval))
              for scale in scales for sigma in sigmas]
     return rows
 
@@ -153,7 +162,7 @@ def markdown_table(report):
         s = row["summary"]
         cfg = f"{row['cfg_scale']:g}" if row["conditional"] else "— (null token)"
         seg_scale = "(alone)" if row.get("perturbed_only") else f"{row['seg_scale']:g}" if row["seg_sigma"] else "—"
-        lines.append(f"| {row['setting']} | {cfg} | {seg_scale} | {row['seg_sigma'] or '—'} | {row['seg_layers'] or '—'} | "
+        lines.append(f"| {row['setting']} | {cfg} | {seg_scale} | {row['seg_sigma'] or '—'} | {_layers_cell(row)} | "
                      f"{_pm(s['asymmetry'], 4)}{_verdict(row, 'beats_asymmetry')} | {_pm(s['fd'], 2)}{_verdict(row, 'beats_fd')} | "
                      f"{_pm(s['accuracy'], 3)} | {_delta(row, 'delta_asymmetry', 4)} | {_delta(row, 'delta_fd', 2)} |")
     lines.append(f"| *real images (N of them vs the reference set)* | | | | | 0 | {_pm(report['real_floor_fd'], 2)} | | | |")
