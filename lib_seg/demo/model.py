@@ -20,7 +20,7 @@ _SHARED = dict(image_size=IMAGE_SIZE, out_channels=1, model_channels=32, num_hea
                legacy=False, use_checkpoint=False)
 
 # The shipped weights are "mirror". "coords16" is the second design tried for issue 12 (results in
-# RESULTS.md): kept so that it can be retrained (`train --architecture coords16`) and evaluated
+# RESULTS.md): kept so that it can be retrained (`train --architecture coords16 --steps 3000`) and evaluated
 # (`--weights`), not shipped, because its samples are worse and SEG's gain on it is small.
 ARCHITECTURES = {
     # Levels 32/16/8. No res block on the way down at 32x32: that level is the most expensive per block and

@@ -8,7 +8,7 @@ import torch
 
 from ..denoiser import SegCFGDenoiser
 from ..kdiffusion import load as load_kdiffusion
-from ..params import SegSettings
+from ..params import SegSettings, format_sigma
 from .data import IMAGE_SIZE
 from .model import SIGMA_MAX, SIGMA_MIN
 
@@ -83,19 +83,13 @@ def seg_settings(scale, sigma, layers, interval=(0.0, 1.0)):
 
 
 def perturbed_setting(sigma, layers):
-    return Setting(f"blurred prediction alone sigma={_format_sigma(sigma)}", False,
+    return Setting(f"blurred prediction alone sigma={format_sigma(sigma)}", False,
                    seg=seg_settings(1.0, sigma, layers), perturbed_only=True)
-
-
-def _format_sigma(sigma):
-    from ..params import format_sigma
-    return format_sigma(sigma)
 
 
 def demo_settings(sigmas, seg_scale, cfg_scale, layers, cfg_seg_sigma: Optional[float] = None, interval=(0.0, 1.0)):
     """The grid's rows / the table's lines: unconditional, + SEG at each sigma, CFG, CFG + SEG.
     CFG + SEG uses the largest sigma unless told otherwise (the paper's default is infinity)."""
-    from ..params import format_sigma
     cfg_seg_sigma = max(sigmas) if cfg_seg_sigma is None else cfg_seg_sigma
     rows = [Setting("unconditional", False)]
     rows += [Setting(f"+ SEG sigma={format_sigma(s)}", False, seg=seg_settings(seg_scale, s, layers, interval)) for s in sigmas]
