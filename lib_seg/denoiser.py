@@ -63,6 +63,14 @@ class SegCFGDenoiser:
         total = self.total_steps if self.total_steps is not None else self.step + 1
         return self.session.step_active(min(self.step, total - 1), total)
 
+    def perturbed(self, x, sigma, cond):
+        """The SEG rows' prediction alone: one denoiser call with every row through the perturbed attention
+        (the separate pass; also the demo's diagnostic of what SEG guides away from)."""
+        self.session.begin_step(x.shape[0], slice(0, x.shape[0]))
+        out = self.denoiser(x, sigma, cond=cond)
+        self.session.end_step()
+        return out
+
     def __call__(self, x, sigma, cond, uncond=None):
         settings = self.session.settings
         use_cfg = uncond is not None and self.cfg_scale != 1.0
@@ -81,10 +89,9 @@ class SegCFGDenoiser:
         seg_rows = slice(n, 2 * n) if seg and not self.separate_pass else NO_ROWS
         self.session.begin_step(x_in.shape[0], seg_rows)
         out = self.denoiser(x_in, sigma_in, cond=cond_in)
-        if seg and self.separate_pass:
-            self.session.begin_step(n, slice(0, n))
-            seg_out = self.denoiser(x, sigma, cond=cond)
         self.session.end_step()
+        if seg and self.separate_pass:
+            seg_out = self.perturbed(x, sigma, cond)
 
         cond_out = out[:n]
         uncond_out = out[-n:] if use_cfg else None

@@ -48,12 +48,11 @@ def coordinate_planes(size=IMAGE_SIZE):
     return torch.stack([across[None, :].expand(size, size), down[:, None].expand(size, size)])
 
 
-def unet_input(x, in_channels):
-    """The image, followed by the coordinate planes when the architecture takes them (3 input channels)."""
-    if in_channels == 1:
+def unet_input(x, planes):
+    """The image, followed by the coordinate planes (2, H, W) when the architecture takes them (else None)."""
+    if planes is None:
         return x
-    planes = coordinate_planes(x.shape[-1]).to(dtype=x.dtype, device=x.device)
-    return torch.cat([x, planes.expand(x.shape[0], -1, -1, -1)], dim=1)
+    return torch.cat([x, planes.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
 
 
 def build_unet(architecture=DEFAULT_ARCHITECTURE):
@@ -77,8 +76,10 @@ class DigitDenoiser(nn.Module):
     def __init__(self, architecture=DEFAULT_ARCHITECTURE):
         super().__init__()
         self.architecture = architecture
-        self.in_channels = ARCHITECTURES[architecture]["in_channels"]
         self.unet = build_unet(architecture)
+        # Built once, moved with the module, not saved: the weights files hold only what was trained.
+        with_planes = ARCHITECTURES[architecture]["in_channels"] > 1
+        self.register_buffer("coordinates", coordinate_planes() if with_planes else None, persistent=False)
         self.label_embedding = nn.Embedding(NUM_CLASSES + 1, CONTEXT_DIM)
 
     def context(self, labels):
@@ -97,14 +98,14 @@ class DigitDenoiser(nn.Module):
 
     def forward(self, x, sigma, cond):
         c_skip, c_out, c_in = self.scalings(sigma)
-        return c_skip * x + c_out * self.unet(unet_input(x * c_in, self.in_channels), unet_timestep(sigma), context=cond)
+        return c_skip * x + c_out * self.unet(unet_input(x * c_in, self.coordinates), unet_timestep(sigma), context=cond)
 
     def loss(self, clean, sigma, cond, noise):
         """EDM loss with its weighting folded in: MSE between the network output and its ideal target
         (clean - c_skip * noisy) / c_out, so every sigma contributes on the same scale."""
         c_skip, c_out, c_in = self.scalings(sigma)
         noisy = clean + noise * sigma[:, None, None, None]
-        output = self.unet(unet_input(noisy * c_in, self.in_channels), unet_timestep(sigma), context=cond)
+        output = self.unet(unet_input(noisy * c_in, self.coordinates), unet_timestep(sigma), context=cond)
         target = (clean - c_skip * noisy) / c_out
         return (output - target).square().mean()
 

@@ -32,13 +32,9 @@ class PerturbedDenoiser(SegCFGDenoiser):
     pass, applied to every row, and returned unguided."""
 
     def __call__(self, x, sigma, cond, uncond=None):
-        n = x.shape[0]
-        sigma = sigma.expand(n) if sigma.ndim == 0 else sigma
-        self.session.begin_step(n, slice(0, n))
-        out = self.denoiser(x, sigma, cond=cond)
-        self.session.end_step()
+        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
         self.step += 1
-        return out
+        return self.perturbed(x, sigma, cond)
 
 
 def denoiser_calls(sampler, steps):
