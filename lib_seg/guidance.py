@@ -77,6 +77,21 @@ def rescale_denoised(x: torch.Tensor, sigma: torch.Tensor, guided: torch.Tensor,
     return x - eps * s
 
 
+def sampler_step(call: int, calls_total: int, steps: Optional[int] = None) -> tuple:
+    """``(step, steps)``: the sampler step that model call ``call`` (0-based) belongs to, and the step count.
+
+    The WebUIs count denoiser calls (``CFGDenoiser.step``) against ``total_steps``, which is ``steps`` for
+    first-order samplers and ``2 * steps`` for second-order ones (Heun, DPM2, DPM++ SDE, ...). Those make
+    two calls per step but one in the last, 2n - 1 in all, so call progress never reaches 1 and "the last
+    step" would never come. Mapping call k to step ``k * steps // total_steps`` (k // 2 there) gives the
+    same interval the same steps on every sampler. Without ``steps`` the calls are the steps."""
+    calls_total = int(calls_total)
+    if not steps or int(steps) >= calls_total:
+        return min(int(call), calls_total - 1), calls_total
+    steps = int(steps)
+    return min(int(call) * steps // calls_total, steps - 1), steps
+
+
 def step_is_active(step: int, total: int, start: float, end: float) -> bool:
     """Whether SEG applies at sampling step ``step`` (0-based) of ``total``.
 

@@ -236,6 +236,15 @@ def test_second_order_sampler_one_call_per_denoiser_call(flavor):
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("sampler,expected", [("euler", [2, 2, 3]), ("heun", [2, 2, 2, 2, 3])])
+def test_last_step_only_fires_on_every_sampler(flavor, sampler, expected):
+    """start = end = 1 is the last sampler step: Heun's 5 calls for 3 steps count against total_steps 6, so
+    they are mapped onto steps 0, 0, 1, 1, 2 (issue 23, item 3)."""
+    _, calls, _ = generate(flavor, on(start=1.0, end=1.0), sampler=sampler, steps=3)
+    assert calls == expected
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
 def test_exception_mid_run_leaves_nothing_behind(flavor):
     sd_model, patcher = world(flavor)
     cond, uncond = conds()

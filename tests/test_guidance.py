@@ -141,3 +141,18 @@ def test_rescale_denoised_rescales_the_noise_prediction():
     out = guidance.rescale_denoised(x, sigma, guided, cond, 0.7)
     torch.testing.assert_close((x - out) / s, expected_eps)
     assert guidance.rescale_denoised(x, sigma, guided, cond, 0.0) is guided
+
+
+@pytest.mark.parametrize("calls_total,steps,expected", [
+    (4, 4, [0, 1, 2, 3]),                 # first order: a call is a step
+    (6, 3, [0, 0, 1, 1, 2]),              # Heun / DPM2: 2n - 1 calls counted against 2n
+    (5, None, [0, 1, 2, 3, 4]),           # no step count known: the calls are the steps
+])
+def test_sampler_step_maps_calls_onto_steps(calls_total, steps, expected):
+    from lib_seg.guidance import sampler_step
+    n = len(expected)
+    mapped = [sampler_step(k, calls_total, steps) for k in range(n)]
+    assert [step for step, _ in mapped] == expected
+    assert {total for _, total in mapped} == {steps or calls_total}
+    # the last call lands on the last step, so an interval ending at 1 reaches it
+    assert mapped[-1][0] == mapped[-1][1] - 1

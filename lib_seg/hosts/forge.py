@@ -34,7 +34,7 @@ import torch
 from .. import layers as seg_layers
 from ..attention import attend_identity, attend_smoothed
 from ..grid import token_grid
-from ..guidance import rescale_denoised, step_is_active, weighted_seg_term
+from ..guidance import rescale_denoised, sampler_step, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
 from . import REFINER_KEY, neighbours
@@ -81,8 +81,8 @@ def _is_ldm_unet(diffusion_model):
 class SegPatch:
     """The SEG patches of one sampling pass on one UNet patcher clone.
 
-    attention(q, k, v, heads, extra_options) runs the host's attention; progress() -> (step, total)
-    or None says where the sampler is (None: treat every step as active).
+    attention(q, k, v, heads, extra_options) runs the host's attention; progress() -> (call, total calls,
+    sampler steps or None) or None says where the sampler is (None: treat every step as active).
     """
 
     def __init__(self, settings, attention, progress=None):
@@ -112,8 +112,8 @@ class SegPatch:
         where = self.progress() if self.progress is not None else None
         if where is None or where[1] is None:
             return True
-        step, total = where
-        return step_is_active(min(int(step), int(total) - 1), int(total), self.settings.start, self.settings.end)
+        step, total = sampler_step(*where)
+        return step_is_active(step, total, self.settings.start, self.settings.end)
 
     # Closures rather than bound methods: the patcher's clone() deep-copies model_options, and a deep
     # copy of a bound method would copy this object (and split the stash in two).
@@ -320,11 +320,12 @@ def _extend_transformer_options(options, n, rows, seg, labels, cond_chunks, b):
 
 
 def _denoiser_progress(p):
-    """(step, total) from the WebUI's CFG denoiser: its own call counter, as on A1111."""
+    """(call, total calls, sampler steps) from the WebUI's CFG denoiser: its own call counter, as on A1111
+    (``steps`` is set by launch_sampling; second-order samplers make about two calls per step)."""
     denoiser = getattr(getattr(p, "sampler", None), "model_wrap_cfg", None)
     if denoiser is None or getattr(denoiser, "total_steps", None) is None:
         return None
-    return denoiser.step, denoiser.total_steps
+    return denoiser.step, denoiser.total_steps, getattr(denoiser, "steps", None)
 
 
 class ForgeAdapter:

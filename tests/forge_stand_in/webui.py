@@ -45,7 +45,8 @@ class CFGDenoiser:
         self.sampler = sampler
         self.flavor = flavor
         self.step = 0
-        self.total_steps = None
+        self.steps = None         # sampler steps of the pass (launch_sampling)
+        self.total_steps = None   # expected denoiser calls: steps, x2 for second-order samplers
         self.max_chunks = None
         self.on_call = None  # test hook: called with the step number before each evaluation
         self.p = None
@@ -77,6 +78,7 @@ class KDiffusionSampler:
 
     def launch_sampling(self, steps, func):
         self.model_wrap_cfg.step = 0
+        self.model_wrap_cfg.steps = steps
         self.model_wrap_cfg.total_steps = steps * 2 if self.second_order else steps
         return func()
 
