@@ -271,9 +271,18 @@ def test_outside_interval_no_seg_rows(host, sd15):
     assert calls == [3, 2, 2, 2]
 
 
-def test_schedule_follows_denoiser_calls_for_second_order_samplers(host, sd15):
+def test_schedule_follows_sampler_steps_for_second_order_samplers(host, sd15):
+    """Heun makes 5 denoiser calls for 3 steps (two per step, one in the last) against total_steps 6: the
+    interval maps onto sampler steps 0, 0, 1, 1, 2, so steps 0 and 1 (progress 0, 0.5) carry SEG rows."""
     _, calls, _ = run(host, sd15, [True, 3.0, "4", "all", 0.0, 0.5], sampler_name="Heun", steps=3)
-    assert calls == [3, 3, 3, 2, 2]        # Heun: 5 denoiser calls for 3 steps; the first half carries SEG
+    assert calls == [3, 3, 3, 3, 2]
+
+
+@pytest.mark.parametrize("sampler_name,expected", [("Euler", [2, 2, 3]), ("Heun", [2, 2, 2, 2, 3])])
+def test_last_step_only_fires_on_every_sampler(host, sd15, sampler_name, expected):
+    """start = end = 1 is the last sampler step, whatever the calls per step (issue 23, item 3)."""
+    _, calls, _ = run(host, sd15, [True, 3.0, "4", "all", 1.0, 1.0], sampler_name=sampler_name, steps=3)
+    assert calls == expected
 
 
 @pytest.mark.parametrize("args", [None, [], [False], [True, 0.0], [False, 3.0, "4", "all"]])
@@ -391,6 +400,34 @@ def test_rescale_changes_the_result_and_keeps_one_call(host, sd15):
     rescaled, calls, p = run(host, sd15, SEG_ALL4 + [0.0, 1.0, 0.7])
     assert calls == [3] * 4 and p.extra_generation_params["SEG rescale"] == "0.7"
     assert torch.isfinite(rescaled).all() and not torch.equal(plain_seg, rescaled)
+
+
+def test_rescale_on_timestep_samplers_works_on_the_noise_prediction(host, sd15, monkeypatch):
+    """DDIM/PLMS/UniPC (CFGDenoiserTimesteps): the rows and the after-CFG x are eps and "sigma" is the timestep,
+    so the rescale is guidance.rescale of the guided eps against the cond eps, with no x0 conversion (issue 23,
+    item 2). Every step's result is checked against that formula on the rows the host evaluated."""
+    from lib_seg import guidance
+    from modules import sd_samplers_cfg_denoiser as host_denoiser
+    rows, results = [], []
+    denoised_callback, after_callback = host_denoiser.cfg_denoised_callback, host_denoiser.cfg_after_cfg_callback
+
+    def record_rows(params):
+        rows.append(params.x.clone())
+        denoised_callback(params)
+
+    def record_result(params):
+        host_cfg = params.x.clone()
+        after_callback(params)
+        results.append((host_cfg, params.x.clone()))
+
+    monkeypatch.setattr(host_denoiser, "cfg_denoised_callback", record_rows)
+    monkeypatch.setattr(host_denoiser, "cfg_after_cfg_callback", record_result)
+    _, calls, p = run(host, sd15, [True, 10.0, "4", "all", 0.0, 1.0, 0.7], sampler_name="DDIM")
+    assert calls == [3] * 3 and p.extra_generation_params["SEG rescale"] == "0.7"   # DDIM: steps - 1 calls
+    for x_out, (host_cfg, ours) in zip(rows, results, strict=True):
+        cond, seg = x_out[0:1], x_out[1:2]           # [cond | SEG | uncond] rows, batch 1
+        guided = host_cfg + 10.0 * (cond - seg)
+        assert_same_arithmetic(ours, guidance.rescale(guided, cond, 0.7), effect_from=guided)
 
 
 def test_refiner_without_the_layers_ends_seg_at_the_switch_and_says_so(host, capsys):

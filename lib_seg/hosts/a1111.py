@@ -232,10 +232,9 @@ class SamplingPass:
         n_rows = params.x.shape[0]
         n_cond = cond_rows(params.text_cond)
         n_images = cond_rows(params.text_uncond)
-        step = int(getattr(denoiser, "step", params.sampling_step))
-        total = int(getattr(denoiser, "total_steps", None) or params.total_sampling_steps)
+        step, total = _sampler_progress(denoiser, params)
         self.session.begin_step(n_rows, NO_ROWS)
-        if self.refiner_off or n_rows != n_cond + n_images or not self.session.step_active(min(step, total - 1), total):
+        if self.refiner_off or n_rows != n_cond + n_images or not self.session.step_active(step, total):
             return  # outside the interval, or a layout we don't know (edit model's 3-way): no SEG rows
         conds_list = and_weights(denoiser, n_images, n_cond)
         if conds_list is None:
@@ -279,8 +278,11 @@ class SamplingPass:
             guided = denoised + term
             if self.settings.rescale > 0:
                 reference = torch.stack([cond[rows[0][0]] for rows in conds_list]).to(denoised.dtype)
-                guided = guidance.rescale_denoised(x_img.to(denoised.dtype), sigma_img, guided, reference,
-                                                   self.settings.rescale)
+                if _predicts_noise(denoiser):
+                    guided = guidance.rescale(guided, reference, self.settings.rescale)
+                else:
+                    guided = guidance.rescale_denoised(x_img.to(denoised.dtype), sigma_img, guided, reference,
+                                                       self.settings.rescale)
             mask = getattr(denoiser, "mask", None)
             if mask is not None and not getattr(denoiser, "mask_before_denoising", False):
                 # The host already blended the original latent into `denoised`; change only the part it keeps.
@@ -289,6 +291,20 @@ class SamplingPass:
         finally:
             self.step = self.seg_out = None
             self.session.end_step()
+
+
+def _sampler_progress(denoiser, params):
+    """(sampler step, steps) of this denoiser call, from the denoiser's own call counter (sampling_step lags)."""
+    return guidance.sampler_step(int(getattr(denoiser, "step", params.sampling_step)),
+                                 int(getattr(denoiser, "total_steps", None) or params.total_sampling_steps),
+                                 getattr(denoiser, "steps", None))
+
+
+def _predicts_noise(denoiser):
+    """A1111's timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC: ``CFGDenoiserTimesteps``, which converts the
+    output to x0 itself in ``get_pred_x0``) combine guidance on the noise prediction, and their "sigma" is the
+    integer timestep; the k-diffusion ones combine denoised images. The rescale is defined on the noise."""
+    return any(cls.__name__ == "CFGDenoiserTimesteps" for cls in type(denoiser).__mro__)
 
 
 def _drop_ordered_cache(script_callbacks):

@@ -3,7 +3,7 @@ prepares conds and runs the sampler (first pass; hires second pass at another si
 inpainting mask). Everything unrelated (VAE, saving, face restoration, styles, ...) is left out."""
 import torch
 
-from modules import sd_samplers_kdiffusion, shared
+from modules import sd_samplers, shared
 from modules.shared import state
 
 
@@ -78,7 +78,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         self.denoising_strength = denoising_strength
 
     def sample(self, conditioning, unconditional_conditioning):
-        self.sampler = sd_samplers_kdiffusion.create_sampler(self.sampler_name, self.sd_model)
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         x = _noise(self.seeds, (4, self.height // 8, self.width // 8))
         if self.scripts is not None:
             self.scripts.process_before_every_sampling(self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning)
@@ -91,7 +91,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def sample_hr_pass(self, samples):
         self.is_hr_pass = True
         target = (int(self.height * self.hr_scale) // 8, int(self.width * self.hr_scale) // 8)
-        self.sampler = sd_samplers_kdiffusion.create_sampler(self.sampler_name, self.sd_model)
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         samples = torch.nn.functional.interpolate(samples, size=target, mode="nearest")
         image_conditioning = self.txt2img_image_conditioning(samples)
         noise = _noise(self.seeds, samples.shape[1:])
@@ -118,7 +118,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
     def init(self):
         self.image_cfg_scale = self.image_cfg_scale if self.sd_model.cond_stage_key == "edit" else None
-        self.sampler = sd_samplers_kdiffusion.create_sampler(self.sampler_name, self.sd_model)
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         if self.latent_mask is not None:  # 1 = keep the original, as p.mask in the WebUI
             self.mask = self.latent_mask
             self.nmask = 1.0 - self.latent_mask

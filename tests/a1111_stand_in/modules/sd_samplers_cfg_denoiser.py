@@ -208,8 +208,8 @@ class CFGDenoiser(torch.nn.Module):
         if not self.mask_before_denoising and self.mask is not None:
             denoised = apply_blend(denoised)
 
-        self.sampler.last_latent = self.get_pred_x0(None, x_out.index_select(
-            0, torch.as_tensor(denoised_image_indexes, dtype=torch.long)), sigma)
+        image_rows = torch.as_tensor(denoised_image_indexes, dtype=torch.long)
+        self.sampler.last_latent = self.get_pred_x0(x_in.index_select(0, image_rows), x_out.index_select(0, image_rows), sigma)
         sd_samplers_common.store_latent(self.sampler.last_latent)
 
         after = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)

@@ -8,9 +8,10 @@ from modules.shared import state
 
 sampling, external = lib_seg.kdiffusion.load()
 
-SAMPLERS = {  # name: (k-diffusion function, denoiser calls for n steps)
-    "Euler": ("sample_euler", lambda steps: steps),
-    "Heun": ("sample_heun", lambda steps: steps * 2 - 1),
+SAMPLERS = {  # name: (k-diffusion function, second order). A second-order sampler's total_steps is 2 * steps
+    # (sd_samplers_common.SamplerData.total_steps), though Heun makes 2n - 1 calls (one in its last step).
+    "Euler": ("sample_euler", False),
+    "Heun": ("sample_heun", True),
 }
 
 
@@ -24,7 +25,7 @@ class CFGDenoiserKDiffusion(CFGDenoiser):
 
 class KDiffusionSampler:
     def __init__(self, name, sd_model):
-        funcname, self.total_steps = SAMPLERS[name]
+        funcname, self.second_order = SAMPLERS[name]
         self.func = getattr(sampling, funcname)
         self.model_wrap_cfg = CFGDenoiserKDiffusion(self)
         self.model_wrap = self.model_wrap_cfg.inner_model
@@ -36,6 +37,8 @@ class KDiffusionSampler:
         state.sampling_step = d["i"]  # updated after each step: the callbacks see a lagging value
 
     def launch_sampling(self, steps, func):
+        self.model_wrap_cfg.steps = steps
+        self.model_wrap_cfg.total_steps = steps * 2 if self.second_order else steps
         state.sampling_steps = steps
         state.sampling_step = 0
         try:
@@ -57,8 +60,6 @@ class KDiffusionSampler:
         sigmas = self.model_wrap.get_sigmas(steps)
         x = x * sigmas[0]
         self.initialize(p)
-        self.model_wrap_cfg.steps = steps
-        self.model_wrap_cfg.total_steps = self.total_steps(steps)
         self.last_latent = x
         self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning, "uncond": unconditional_conditioning,
                                    "cond_scale": p.cfg_scale, "s_min_uncond": self.s_min_uncond}
@@ -73,8 +74,6 @@ class KDiffusionSampler:
         xi = x + noise * sigma_sched[0]
         self.initialize(p)
         self.model_wrap_cfg.init_latent = x
-        self.model_wrap_cfg.steps = steps
-        self.model_wrap_cfg.total_steps = self.total_steps(t_enc + 1)
         self.last_latent = x
         self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning, "uncond": unconditional_conditioning,
                                    "cond_scale": p.cfg_scale, "s_min_uncond": self.s_min_uncond}
