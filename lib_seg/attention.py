@@ -94,12 +94,17 @@ def _foreign_projection_hooks(module):
 
 def _perturbed_forward(module, session):
     warned = []
+    # A forward another extension set on the instance (A1111's Hypertile wraps attn1 this way) still runs
+    # for every call we leave alone; calls with SEG rows use the class's forward, whose arithmetic we know.
+    previous = vars(module).get("forward")
 
     def forward(x, context=None, *args, **kwargs):
         call = session.call
         host_forward = type(module).forward
         # Only self-attention (no context) and only calls that hold SEG rows are changed.
         if call is None or not call.has_seg or context is not None or args or kwargs.get("mask") is not None:
+            if previous is not None:
+                return previous(x, context, *args, **kwargs)
             return host_forward(module, x, context, *args, **kwargs)
 
         def attend(q_rows, kv_rows):
@@ -116,7 +121,13 @@ def _perturbed_forward(module, session):
             # Identity attention: the value projection, then the output projection as attention's forward does.
             return attend_identity(attend, lambda rows: module.to_out(module.to_v(x[rows])), x, call.seg,
                                    split=not foreign)
-        return attend_smoothed(attend, x, call.seg, call.grid(x.shape[1]), session.settings.sigma,
-                               shortcut=not foreign)
+        try:
+            grid = call.grid(x.shape[1])
+        except ValueError as error:  # tokens that are no grid of this latent (merged, tiled): never fail the image
+            if not warned:
+                warned.append(True)
+                print(f"[SEG] left one layer unperturbed: {error}")
+            return host_forward(module, x, None, **kwargs)
+        return attend_smoothed(attend, x, call.seg, grid, session.settings.sigma, shortcut=not foreign)
 
     return forward

@@ -34,6 +34,11 @@ _SECTION_OF_CONTAINER = {"input_blocks": "input", "middle_block": "middle", "out
 _ATTN1_NAME = re.compile(
     r"(?:^|\.)(input_blocks|middle_block|output_blocks)\.(\d+)\.(?:.+\.)?transformer_blocks\.(\d+)\.attn1$")
 
+# The LDM layout's resolution changes: a Downsample (``.op``) opens an input block, an Upsample (``.conv``) closes
+# an output block. They give each attention layer its level: 0 at the latent's full size, +1 per halving.
+_DOWNSAMPLE = re.compile(r"(?:^|\.)input_blocks\.(\d+)\.\d+\.op$")
+_UPSAMPLE = re.compile(r"(?:^|\.)output_blocks\.(\d+)\.\d+\.conv$")
+
 # One list item: d0 | d0-3 | d0-d3 | u0.4 | d2.2-9 (the back-reference lets "d0-d3" repeat its letter).
 _ITEM = re.compile(r"^([dmu])(\d+)(?:-\1?(\d+))?(?:\.(\d+)(?:-(\d+))?)?$")
 
@@ -50,6 +55,7 @@ class SelfAttention:
     section: str            # "input" | "middle" | "output"
     block_index: int        # index in input_blocks / output_blocks; 0 for the middle block
     transformer_index: int  # K in transformer_blocks.K
+    level: int = 0          # resolution level: 0 = the latent's full size, 1 = half of it, ...
 
     @property
     def patch_key(self):
@@ -135,7 +141,18 @@ def self_attention_layers(unet_or_names: Union[Iterable[str], object]) -> list[S
     """Every self-attention layer, in model order (input, middle, output; by block, then K), no duplicates."""
     model = unet_or_names if hasattr(unet_or_names, "named_modules") else None
     found = {}
-    for name, _module in _names_of(unet_or_names):
+    named = _names_of(unet_or_names)
+    downsamples = sorted({int(m.group(1)) for name, _ in named for m in [_DOWNSAMPLE.search(name)] if m})
+    upsamples = sorted({int(m.group(1)) for name, _ in named for m in [_UPSAMPLE.search(name)] if m})
+
+    def level(section, block):
+        if section == "input":
+            return sum(d <= block for d in downsamples)
+        if section == "middle":
+            return len(downsamples)
+        return len(downsamples) - sum(u < block for u in upsamples)
+
+    for name, _module in named:
         match = _ATTN1_NAME.search(name)
         if match is None:
             continue
@@ -156,7 +173,7 @@ def self_attention_layers(unet_or_names: Union[Iterable[str], object]) -> list[S
             previous_block[section] = block
         label = f"{_PREFIX_OF_SECTION[section]}{counters[section]}"
         block_index = 0 if section == "middle" else block
-        layers.append(SelfAttention(name, label, section, block_index, k))
+        layers.append(SelfAttention(name, label, section, block_index, k, level(section, block)))
     return layers
 
 

@@ -5,6 +5,7 @@ the per-host sampling work behind one adapter (lib_seg.hosts). The method itself
 """
 import os
 import sys
+from dataclasses import replace
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
@@ -17,6 +18,7 @@ from lib_seg.hosts import get_adapter  # noqa: E402
 from lib_seg.hosts.refusal import refusal  # noqa: E402
 
 SETTINGS_ATTR = "seg_settings"
+FIRST_PASS_ATTR = "seg_first_pass_ran"  # whether SEG ran in the first sampling pass of this generation
 
 
 def _disabled_by_flag():
@@ -81,7 +83,8 @@ class Script(scripts.Script):
         if settings is None or not settings.active:
             return
         # Every host sets p.is_hr_pass before calling this for the hires fix's second pass.
-        this_pass = settings.for_pass(bool(getattr(p, "is_hr_pass", False)))
+        hires_pass = bool(getattr(p, "is_hr_pass", False))
+        this_pass = settings.for_pass(hires_pass)
         if not this_pass.active:
             return
         try:
@@ -89,12 +92,23 @@ class Script(scripts.Script):
         except seg_params.SegParamError as error:
             _refuse(error, getattr(p, "sampler", None), "sample", "sample_img2img")
             started = False
+        if not hires_pass:
+            setattr(p, FIRST_PASS_ATTR, started)
         if not started:
-            for key in seg_params.infotext(settings):
-                p.extra_generation_params.pop(key, None)
+            _write_declined(p, settings, hires_pass)
 
     def postprocess(self, p, processed, *args):
         get_adapter().stop(p)
+
+
+def _write_declined(p, settings, hires_pass):
+    """SEG stepped aside in this pass (the adapter printed why). Without a first pass that ran SEG, no SEG keys;
+    when only the hires pass declined, the first pass's keys stay and 'SEG hires: off' says the second pass ran
+    without SEG, so pasting the infotext reproduces the image."""
+    for key in seg_params.infotext(settings):
+        p.extra_generation_params.pop(key, None)
+    if hires_pass and getattr(p, FIRST_PASS_ATTR, False):
+        p.extra_generation_params.update(seg_params.infotext(replace(settings, hires="off")))
 
 
 def _add_xyz_axes():

@@ -106,6 +106,16 @@ class A1111Adapter:
             notice(f"skipped: SEG layers '{settings.layers}' selects no self-attention in this model "
                    f"(it has {describe(unet) or 'none'}).")
             return False
+        modules = dict(unet.named_modules())
+        layers, reasons = neighbours.intact_layers(
+            layers, neighbours.token_merging_a1111(model, unet),
+            {layer.name for layer in layers if neighbours.hypertiled(modules[layer.name])})
+        if reasons:
+            this_pass = "the hires pass" if getattr(p, "is_hr_pass", False) else "this pass"
+            if not layers:
+                notice(f"skipped in {this_pass}: {'; '.join(reasons)}, which is every layer of '{settings.layers}'.")
+                return False
+            notice(f"{'; '.join(reasons)}: SEG leaves those layers alone in {this_pass}.")
         self.pass_ = SamplingPass(p, settings, unet, layers)
         try:
             self.pass_.install()

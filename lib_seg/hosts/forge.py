@@ -134,10 +134,16 @@ class SegPatch:
                 if previous is not None:
                     return previous(q, k, v, extra_options)
                 return attention(q, k, v, heads, extra_options)
+            shape = extra_options["original_shape"]
+            try:
+                if v.shape[1] != q.shape[1]:  # queries merged by another patch (token merging): no identity
+                    raise ValueError(f"SEG: {q.shape[1]} queries for {v.shape[1]} values")
+                grid = token_grid((shape[-2], shape[-1]), q.shape[1])
+            except ValueError as error:  # never fail the image: this call's layer stays unperturbed
+                _print_once("unperturbed", f"left a layer unperturbed: {error}")
+                return attend(q, slice(0, q.shape[0]))
             if mode == "identity":  # the SEG rows output their values; the host applies to_out after us
                 return attend_identity(attend, lambda rows: v[rows], q, seg)
-            shape = extra_options["original_shape"]
-            grid = token_grid((shape[-2], shape[-1]), q.shape[1])
             return attend_smoothed(attend, q, seg, grid, sigma)
 
         return seg_attn1
@@ -365,6 +371,14 @@ class ForgeAdapter:
             selected = seg_layers.select_layers(diffusion_model, settings.layers)
         except ValueError as error:
             raise SegParamError(str(error)) from None
+        selected, reasons = neighbours.intact_layers(selected, neighbours.token_merging_forge(unet.model_options))
+        if reasons:
+            this_pass = "the hires pass" if getattr(p, "is_hr_pass", False) else "this pass"
+            if not selected:
+                print(f"{_PREFIX} skipped in {this_pass}: {'; '.join(reasons)}, which is every layer of "
+                      f"'{settings.layers}'.")
+                return False
+            print(f"{_PREFIX} {'; '.join(reasons)}: SEG leaves those layers alone in {this_pass}.")
         patch = SegPatch(settings, self.attention(), progress=lambda: _denoiser_progress(p))
         registry = HookRegistry("seg-forge")
         try:

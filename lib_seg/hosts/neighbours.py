@@ -100,3 +100,48 @@ def forge_reference(model_options):
     if any("reference" in str(getattr(fn, "__module__", "")) for fn in functions):
         return "a ControlNet reference preprocessor replaces the model's self-attention"
     return None
+
+
+# ---------------------------------------------------------------- features that reshape a layer's tokens
+
+def token_merging_a1111(sd_model, unet):
+    """tomesd as A1111 applies it (``sd_models.apply_token_merging`` before each pass, ``merge_attn=True``): the
+    ratio in ``sd_model.applied_token_merged_ratio``, its arguments in ``unet._tome_info``. Returns the largest
+    downsampling factor whose self-attention gets merged tokens, or None when token merging is off."""
+    if not getattr(sd_model, "applied_token_merged_ratio", 0):
+        return None
+    args = (getattr(unet, "_tome_info", None) or {}).get("args") or {}
+    if args.get("merge_attn") is False:
+        return None
+    return int(args.get("max_downsample", 1))
+
+
+def token_merging_forge(model_options):
+    """Forge's / reForge's ``TomePatcher`` (backend/misc/tomesd.py, ldm_patched/contrib/nodes_tomesd.py): an attn1
+    patch that merges the queries of the layers at the latent's full size (its max_downsample is fixed at 1)."""
+    patches = ((model_options.get("transformer_options") or {}).get("patches") or {}).get("attn1_patch") or []
+    return 1 if any(getattr(fn, "__name__", "") == "tomesd_m" for fn in patches) else None
+
+
+def hypertiled(module):
+    """A1111's built-in Hypertile (extensions-builtin/hypertile): it wraps a layer's instance ``forward`` once and
+    splits its tokens into tiles whenever ``enabled`` is set for the pass (before SEG starts: in its
+    process / before_hr)."""
+    params = getattr(module, "__webui_hypertile_params", None)
+    return bool(getattr(params, "enabled", False))
+
+
+def intact_layers(layers, merged_downsample=None, tiled=frozenset()):
+    """Split the selected layers into those whose attention sees the whole token grid and a one-line reason per
+    feature for the others. Token merging hands a layer at downsampling factor 2**level <= merged_downsample
+    fewer tokens than its grid has; Hypertile attends tile by tile. SEG's blur, and the batch rows it relies
+    on, are defined on the whole grid, so those layers are left alone. Returns (kept, reasons)."""
+    merged = [layer for layer in layers if merged_downsample is not None and 2 ** layer.level <= merged_downsample]
+    tiles = [layer for layer in layers if layer.name in tiled and layer not in merged]
+    reasons = []
+    for feature, affected in (("token merging merges the tokens of", merged), ("Hypertile tiles", tiles)):
+        if affected:
+            labels = ", ".join(dict.fromkeys(layer.label for layer in affected))
+            reasons.append(f"{feature} {labels}")
+    gone = {layer.name for layer in merged + tiles}
+    return [layer for layer in layers if layer.name not in gone], reasons

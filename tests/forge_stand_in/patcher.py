@@ -50,6 +50,17 @@ class UnetPatcher:
     def set_model_patch_replace(self, patch, name, block_name, number, transformer_index=None):
         self.model_options = _set_patch_replace(self.model_options, patch, name, block_name, number, transformer_index)
 
+    def set_model_patch(self, patch, name):
+        options = self.model_options["transformer_options"]
+        patches = options.setdefault("patches", {})
+        patches[name] = patches.get(name, []) + [patch]
+
+    def set_model_attn1_patch(self, patch):
+        self.set_model_patch(patch, "attn1_patch")
+
+    def set_model_attn1_output_patch(self, patch):
+        self.set_model_patch(patch, "attn1_output_patch")
+
     def set_model_attn1_replace(self, patch, block_name, number, transformer_index=None):
         self.set_model_patch_replace(patch, "attn1", block_name, number, transformer_index)
 

@@ -90,12 +90,19 @@ def _attn1_forward(unet, block, flavor):
         if key not in replace:
             key = section
         source = x if context is None else context
-        q, k, v = attn.to_q(x), attn.to_k(source), attn.to_v(source)
+        value = source
+        patches = options.get("patches", {})
+        for patch in patches.get("attn1_patch", []):  # on the normed input, before the projections
+            x, source, value = patch(x, source, value, extra)
+        q, k, v = attn.to_q(x), attn.to_k(source), attn.to_v(value)
         if key in replace:
             out = replace[key](q, k, v, extra)
         else:
             out = attention_function(q, k, v, attn.heads, mask)
-        return attn.to_out(out)
+        out = attn.to_out(out)
+        for patch in patches.get("attn1_output_patch", []):
+            out = patch(out, extra)
+        return out
 
     return forward
 

@@ -105,16 +105,23 @@ class Processing:
 
     def __init__(self, sd_model, cond, uncond, *, latent_hw=(16, 16), batch_size=1, steps=4, cfg_scale=5.0,
                  flavor="forge", sampler="euler", hr_latent_hw=None, hr_steps=3, denoising_strength=0.6, seed=0,
-                 refiner=None, refiner_switch_at=None):
+                 refiner=None, refiner_switch_at=None, token_merging_ratio=0.0, token_merging_ratio_hr=0.0):
         self.sd_model, self.c, self.uc = sd_model, cond, uncond
         self.latent_hw, self.batch_size, self.steps, self.cfg_scale = latent_hw, batch_size, steps, cfg_scale
         self.flavor, self.sampler_name, self.seed = flavor, sampler, seed
         self.hr_latent_hw, self.hr_steps, self.denoising_strength = hr_latent_hw, hr_steps, denoising_strength
         self.refiner, self.refiner_switch_at = refiner, refiner_switch_at  # refiner: an SDModel
+        self.token_merging_ratio, self.token_merging_ratio_hr = token_merging_ratio, token_merging_ratio_hr
         self.extra_generation_params = {}
         self.scripts = []
         self.sampler = None
         self.is_hr_pass = False  # processing.py: True from the start of sample_hr_pass to its end
+
+    def _apply_token_merging(self, ratio):
+        """modules/sd_models.apply_token_merging: right after the forge_objects reset, before the scripts."""
+        if ratio > 0:
+            from .tomesd import TomePatcher
+            self.sd_model.forge_objects.unet = TomePatcher().patch(model=self.sd_model.forge_objects.unet, ratio=ratio)
 
     def _before_sampling(self):
         for script in self.scripts:
@@ -126,6 +133,7 @@ class Processing:
         generator = torch.Generator().manual_seed(self.seed)
         x = torch.randn((self.batch_size, 4) + tuple(self.latent_hw), generator=generator)
         self.sd_model.forge_objects = self.sd_model.forge_objects_after_applying_lora.shallow_copy()
+        self._apply_token_merging(self.token_merging_ratio)
         self._before_sampling()
         samples = self.sampler.sample(self, x, self.c, self.uc)
         if self.hr_latent_hw is None:
@@ -136,6 +144,7 @@ class Processing:
         if self.flavor == "forge":
             self._before_sampling()
         self.sd_model.forge_objects = self.sd_model.forge_objects_after_applying_lora.shallow_copy()
+        self._apply_token_merging(self.token_merging_ratio_hr or self.token_merging_ratio)
         self._before_sampling()
         samples = self.sampler.sample_img2img(self, samples, noise, self.c, self.uc, steps=self.hr_steps)
         self.is_hr_pass = False

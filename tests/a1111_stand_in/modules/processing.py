@@ -3,7 +3,7 @@ prepares conds and runs the sampler (first pass; hires second pass at another si
 inpainting mask). Everything unrelated (VAE, saving, face restoration, styles, ...) is left out."""
 import torch
 
-from modules import sd_samplers, shared
+from modules import sd_models, sd_samplers, shared
 from modules.shared import state
 
 
@@ -31,6 +31,7 @@ class StableDiffusionProcessing:
         self.s_min_uncond = s_min_uncond
         self.refiner_model, self.refiner_switch_at = refiner_model, refiner_switch_at
         self.extra_generation_params = {}
+        self.token_merging_ratio = self.token_merging_ratio_hr = 0.0
         self.sampler = None
         self.is_hr_pass = False
         self.mask = self.nmask = None
@@ -41,6 +42,12 @@ class StableDiffusionProcessing:
 
     def setup_prompts(self):
         self.all_prompts = ["prompt"] * self.batch_size
+
+    def get_token_merging_ratio(self, for_hr=False):
+        if for_hr:
+            return self.token_merging_ratio_hr or shared.opts.token_merging_ratio_hr or self.token_merging_ratio \
+                or shared.opts.token_merging_ratio
+        return self.token_merging_ratio or shared.opts.token_merging_ratio
 
     def get_conds(self):
         return self.c, self.uc
@@ -57,6 +64,15 @@ class StableDiffusionProcessing:
 
 
 def process_images(p):
+    # Token merging is applied to the model around the whole generation (and again for the hires pass).
+    sd_models.apply_token_merging(p.sd_model, p.get_token_merging_ratio())
+    try:
+        return process_images_inner(p)
+    finally:
+        sd_models.apply_token_merging(p.sd_model, 0)
+
+
+def process_images_inner(p):
     if p.scripts is not None:
         p.scripts.before_process(p)
     p.setup_prompts()
@@ -95,12 +111,14 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         samples = torch.nn.functional.interpolate(samples, size=target, mode="nearest")
         image_conditioning = self.txt2img_image_conditioning(samples)
         noise = _noise(self.seeds, samples.shape[1:])
+        sd_models.apply_token_merging(self.sd_model, self.get_token_merging_ratio(for_hr=True))
         if self.scripts is not None:
             self.scripts.before_hr(self)
             self.scripts.process_before_every_sampling(self, x=samples, noise=noise, c=self.c, uc=self.uc)
         samples = self.sampler.sample_img2img(self, samples, noise, self.c, self.uc,
                                               steps=self.hr_second_pass_steps or self.steps,
                                               image_conditioning=image_conditioning)
+        sd_models.apply_token_merging(self.sd_model, self.get_token_merging_ratio())
         self.sampler = None
         self.is_hr_pass = False
         return samples
@@ -115,6 +133,9 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         self.denoising_strength = denoising_strength
         self.image_cfg_scale = image_cfg_scale
         self.given_image_conditioning = image_conditioning
+
+    def get_token_merging_ratio(self, for_hr=False):
+        return self.token_merging_ratio or shared.opts.token_merging_ratio_img2img or shared.opts.token_merging_ratio
 
     def init(self):
         self.image_cfg_scale = self.image_cfg_scale if self.sd_model.cond_stage_key == "edit" else None

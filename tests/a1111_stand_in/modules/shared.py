@@ -14,6 +14,9 @@ class Options:
         self.s_min_uncond_all = False
         self.live_preview_content = "Prompt"
         self.refiner_switch_by_sample_steps = True
+        self.token_merging_ratio = 0.0
+        self.token_merging_ratio_hr = 0.0
+        self.token_merging_ratio_img2img = 0.0
 
 
 class State:
