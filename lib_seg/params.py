@@ -54,7 +54,8 @@ class Param:
         if self.kind == "layers":
             return _layers.GRAMMAR_HINT
         if self.kind == "choice":
-            return " or ".join(self.choices)
+            labels = f" (or the labels {', '.join(self.choice_labels)})" if self.choice_labels else ""
+            return " or ".join(self.choices) + labels
         return f"a number from {format_number(self.minimum)} to {format_number(self.maximum)}"
 
     def error(self, value, reason: str = "") -> SegParamError:
@@ -70,7 +71,9 @@ class Param:
         if self.kind == "bool":
             return _to_bool(self, value)
         if self.kind == "choice":
+            # The API's script-info advertises a Radio's labels; a client built from it sends those.
             text = value.strip().lower() if isinstance(value, str) else None
+            text = {label.lower(): choice for choice, label in zip(self.choices, self.choice_labels)}.get(text, text)
             if text not in self.choices:
                 raise self.error(value)
             return text

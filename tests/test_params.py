@@ -233,3 +233,20 @@ def test_table_drives_settings_and_ui():
         for choice in p.choices:  # every suggested choice is itself valid
             p.coerce(choice)
     assert params.PARAM_BY_NAME["sigma"].choices[0] == "inf"
+
+
+@pytest.mark.parametrize("name", ["mode", "hires", "hr_mode"])
+def test_choice_labels_are_accepted_like_values(name):
+    """/sdapi/v1/script-info lists a Radio's labels (e.g. 'Identity attention (PAG)'); API, infotext and X/Y/Z
+    accept each label, in any case, as its value (issue 22, item 6)."""
+    from lib_seg import params
+    param = params.PARAM_BY_NAME[name]
+    for choice, label in zip(param.choices, param.choice_labels):
+        assert params.parse_value(name, label) == choice
+        assert params.parse_value(name, f"  {label.upper()} ") == choice
+        assert params.settings_from_args({name: label}).as_dict()[name] == choice
+    positional = [True, 3, "inf", "mid", 0, 1, 0, "Identity attention (PAG)", "Own settings"]
+    settings = params.settings_from_args(positional)
+    assert (settings.mode, settings.hires) == ("identity", "own")
+    with pytest.raises(params.SegParamError, match=r"or the labels"):
+        params.parse_value(name, "PAG")
