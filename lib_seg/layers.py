@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Union
 
 DEFAULT_SPEC = "mid"
-PRESETS = ("mid", "down", "up", "all")
+PRESETS = ("mid", "down", "up", "all", "joint", "single")  # the last two name transformer (DiT) blocks
 
 SECTIONS = ("input", "middle", "output")
 _PREFIX_OF_SECTION = {"input": "d", "middle": "m", "output": "u"}
 _SECTION_OF_PREFIX = {v: k for k, v in _PREFIX_OF_SECTION.items()}
-_SECTIONS_OF_PRESET = {"mid": ("middle",), "down": ("input",), "up": ("output",), "all": SECTIONS}
+_SECTIONS_OF_PRESET = {"mid": ("middle",), "down": ("input",), "up": ("output",), "all": SECTIONS,
+                       "joint": (), "single": ()}
 _SECTION_OF_CONTAINER = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}
 
 # A self-attention module name, anywhere under an optional prefix such as "diffusion_model.".
@@ -40,11 +41,13 @@ _DOWNSAMPLE = re.compile(r"(?:^|\.)input_blocks\.(\d+)\.\d+\.op$")
 _UPSAMPLE = re.compile(r"(?:^|\.)output_blocks\.(\d+)\.\d+\.conv$")
 
 # One list item: d0 | d0-3 | d0-d3 | u0.4 | d2.2-9 (the back-reference lets "d0-d3" repeat its letter).
-_ITEM = re.compile(r"^([dmu])(\d+)(?:-\1?(\d+))?(?:\.(\d+)(?:-(\d+))?)?$")
+# d/m/u: UNet blocks; j/s: a DiT's joint (double-stream) and single-stream blocks (lib_seg/dit.py).
+_ITEM = re.compile(r"^([dmujs])(\d+)(?:-\1?(\d+))?(?:\.(\d+)(?:-(\d+))?)?$")
 
 # How errors name the field: its label and API name, as lib_seg.params does for every parameter.
 FIELD = "SEG layers (layers)"
-GRAMMAR_HINT = "mid, down, up, all, or a comma list of blocks such as d0-3, m0, u0.4, d2.2-9"
+GRAMMAR_HINT = ("mid, down, up, all, or a comma list of blocks such as d0-3, m0, u0.4, d2.2-9; on transformer "
+                "models (Flux, Chroma, SD3) mid, all, joint, single, or blocks such as j7-9, s0-37")
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,10 @@ def format_sigma(x: float) -> str:
 
 
 # Perturbation of the SEG rows' self-attention: "blur" = SEG's blurred queries, "identity" = PAG's identity
-# attention (each token outputs its own value).
-MODES = ("blur", "identity")
+# attention (each token outputs its own value), "skip" = skip-layer guidance on transformer models (the
+# selected blocks return their input; lib_seg/dit.py).
+MODES = ("blur", "identity", "skip")
+MODE_LABELS = ("Smoothed energy (SEG)", "Identity attention (PAG)", "Skip layer (SLG, transformer models)")
 # The hires fix's second pass: the first pass's settings, the hr_* settings, or no SEG.
 HIRES_CHOICES = ("same", "own", "off")
 # The hr_* fields that replace the main ones in the hires pass with hires = "own".
@@ -175,10 +177,11 @@ PARAMS: tuple[Param, ...] = (
           hint="Pull the guided prediction's spread back toward the plain prediction's (0 = off)."),
     # Appended after the original seven, so positional API payloads of earlier versions keep their meaning.
     Param("mode", "SEG perturbation", MODES[0], "choice", infotext="SEG mode", choices=MODES,
-          choice_labels=("Smoothed energy (SEG)", "Identity attention (PAG)"),
+          choice_labels=MODE_LABELS,
           hint="What the guiding prediction changes in the selected self-attention layers: blur the queries "
-               "(Smoothed Energy Guidance, uses sigma) or replace attention by the identity, each token keeping "
-               "its own value (Perturbed-Attention Guidance, sigma unused)."),
+               "(Smoothed Energy Guidance, uses sigma), replace attention by the identity, each token keeping "
+               "its own value (Perturbed-Attention Guidance, sigma unused), or on transformer models (Flux, "
+               "Chroma, SD3) skip the selected blocks (skip-layer guidance, sigma unused)."),
     Param("hires", "SEG hires pass", HIRES_CHOICES[0], "choice", infotext="SEG hires", choices=HIRES_CHOICES,
           choice_labels=("Same as first pass", "Own settings", "No SEG"), group="hires",
           hint="The hires fix's second pass: the first pass's SEG settings, its own scale, sigma, layers and "
@@ -192,9 +195,9 @@ PARAMS: tuple[Param, ...] = (
           choices=_layers.PRESETS, group="hires",
           hint="Self-attention blocks perturbed in the hires fix's second pass (with 'Own settings')."),
     Param("hr_mode", "SEG hires perturbation", MODES[0], "choice", infotext="SEG hires mode", choices=MODES,
-          choice_labels=("Smoothed energy (SEG)", "Identity attention (PAG)"), group="hires",
-          hint="Perturbation of the hires fix's second pass (with 'Own settings'): blurred queries (SEG) or "
-               "identity attention (PAG)."),
+          choice_labels=MODE_LABELS, group="hires",
+          hint="Perturbation of the hires fix's second pass (with 'Own settings'): blurred queries (SEG), "
+               "identity attention (PAG) or skipped blocks (SLG, transformer models)."),
 )
 
 PARAM_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

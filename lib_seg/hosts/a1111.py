@@ -22,6 +22,7 @@ import torch
 
 from .. import guidance
 from ..attention import patch_ldm_self_attention
+from ..dit import SKIP_ON_UNET
 from ..hooks import remove_leftovers
 from ..layers import describe, select_layers
 from ..params import SegParamError
@@ -90,6 +91,8 @@ class A1111Adapter:
         if getattr(model, "cond_stage_key", None) == "edit":
             notice("skipped: InstructPix2Pix-style edit models are not supported.")
             return False
+        if settings.mode == "skip":
+            raise SegParamError(SKIP_ON_UNET)
         reason = neighbours.conflict(p, settings=settings)
         if reason:
             notice(f"skipped for this generation: {reason}.")

@@ -28,16 +28,18 @@ same patches go onto the refiner's UNet (same spec, its own layers; infotext "SE
 the spec does not fit the refiner, SEG ends there with one console line ("SEG refiner: off").
 """
 import math
+from dataclasses import dataclass
 
 import torch
 
+from .. import dit
 from .. import layers as seg_layers
 from ..attention import attend_identity, attend_smoothed
 from ..grid import token_grid
 from ..guidance import rescale_denoised, sampler_step, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
-from . import REFINER_KEY, neighbours
+from . import REFINER_KEY, forge_dit, neighbours
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
@@ -54,6 +56,20 @@ def _print_once(key, message):
 
 class _CannotBatch(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """The model call in progress that holds SEG rows: which rows, at which latent size, after how many text
+    tokens (a DiT's joint sequences put the text first). Transformer patches read it (lib_seg/hosts/forge_dit.py)."""
+    seg: slice
+    latent_hw: tuple
+    text_tokens: int
+
+
+def _text_tokens(c):
+    context = c.get("c_crossattn")
+    return int(context.shape[1]) if isinstance(context, torch.Tensor) and context.dim() == 3 else 0
 
 
 def host_attention(host):
@@ -91,10 +107,12 @@ class SegPatch:
         self.progress = progress
         self.stash = []  # (step, cond_out, seg_out) per conditional chunk, in call order
         self.calls = []  # (rows, seg slice or None) per UNet call, for tests and diagnostics
+        self.call = None  # ModelCall while a call with SEG rows runs
 
     # ---- installation -------------------------------------------------------------------------
-    def apply(self, unet_patcher, selected):
-        """Return a clone of unet_patcher with every SEG patch set; unet_patcher is left unchanged."""
+    def apply(self, unet_patcher, selected=()):
+        """Return a clone of unet_patcher with every SEG patch set; unet_patcher is left unchanged. ``selected``:
+        the UNet self-attention layers to patch (a DiT's blocks are patched by lib_seg/hosts/forge_dit.py)."""
         clone = unet_patcher.clone()
         options = clone.model_options
         previous_wrapper = options.get("model_function_wrapper")
@@ -174,7 +192,11 @@ class SegPatch:
             extended = {"input": torch.cat([x, x[rows]]), "timestep": _extend_rows(args["timestep"], n, rows),
                         "c": c, "cond_or_uncond": labels + [0] * len(cond_chunks)}
             patch.calls.append((seg.stop, seg))
-            out = run(apply_model, extended)
+            patch.call = ModelCall(seg, tuple(x.shape[-2:]), _text_tokens(args["c"]))
+            try:
+                out = run(apply_model, extended)
+            finally:
+                patch.call = None
             for j, i in enumerate(cond_chunks):
                 patch._keep(out[i * b:(i + 1) * b], out[n + j * b:n + (j + 1) * b])
             return out[:n]
@@ -196,7 +218,11 @@ class SegPatch:
         seg_args = {"input": args["input"][rows], "timestep": args["timestep"][rows], "c": c,
                     "cond_or_uncond": [0] * len(cond_chunks)}
         self.calls.append((len(rows), slice(0, len(rows))))
-        seg_out = run(apply_model, seg_args)
+        self.call = ModelCall(slice(0, len(rows)), tuple(args["input"].shape[-2:]), _text_tokens(c))
+        try:
+            seg_out = run(apply_model, seg_args)
+        finally:
+            self.call = None
         for j, i in enumerate(cond_chunks):
             self._keep(out[i * b:(i + 1) * b], seg_out[j * b:(j + 1) * b])
         return out
@@ -354,10 +380,13 @@ class ForgeAdapter:
         forge_objects = p.sd_model.forge_objects
         unet = forge_objects.unet
         diffusion_model = unet.model.diffusion_model
-        if not _is_ldm_unet(diffusion_model):
-            print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) has no UNet input/middle blocks "
-                  "(SD3, Flux ...); SEG supports SD1.x/SD2.x/SDXL UNets only. Generating without SEG.")
+        transformer = not _is_ldm_unet(diffusion_model)
+        if transformer and not dit.is_dit(diffusion_model):
+            print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) has neither UNet blocks nor Flux/Chroma/"
+                  "SD3 transformer blocks; generating without SEG.")
             return False
+        if not transformer and settings.mode == "skip":
+            raise SegParamError(dit.SKIP_ON_UNET)
         reason = neighbours.conflict(p, host=self.name, settings=settings) or neighbours.forge_reference(unet.model_options)
         if reason:
             print(f"{_PREFIX} skipped for this generation: {reason}.")
@@ -367,6 +396,8 @@ class ForgeAdapter:
             # rows: the SEG rows' slice would cover the first tile only.
             print(f"{_PREFIX} skipped for this generation: MultiDiffusion (tiled diffusion) runs the UNet tile by tile.")
             return False
+        if transformer:
+            return self._start_dit(p, settings, forge_objects, unet, diffusion_model)
         try:
             selected = seg_layers.select_layers(diffusion_model, settings.layers)
         except ValueError as error:
@@ -385,6 +416,25 @@ class ForgeAdapter:
             registry.replace(forge_objects, "unet", patch.apply(unet, selected))
             self._guard_sampler(p, registry)
             self._follow_refiner(p, registry, patch)
+        except Exception:
+            registry.remove_all()
+            raise
+        self._open = (p, registry, patch)
+        self.last_patch = patch
+        return True
+
+    def _start_dit(self, p, settings, forge_objects, unet, diffusion_model):
+        """Flux / Chroma: the same batch and guidance, attention reached through the blocks (forge_dit)."""
+        try:
+            blocks = dit.select_blocks(diffusion_model, settings.layers, type(diffusion_model).__name__)
+        except ValueError as error:
+            raise SegParamError(str(error)) from None
+        patch = SegPatch(settings, self.attention(), progress=lambda: _denoiser_progress(p))
+        registry = HookRegistry("seg-forge")
+        try:
+            registry.replace(forge_objects, "unet", patch.apply(unet))
+            forge_dit.install(registry, diffusion_model, blocks, patch)
+            self._guard_sampler(p, registry)
         except Exception:
             registry.remove_all()
             raise

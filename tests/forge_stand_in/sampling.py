@@ -56,8 +56,10 @@ def compile_conditions(cond):
     """One entry (dict) holding the model conds of a (rows, tokens, channels) tensor or an SDXL-style dict."""
     if isinstance(cond, torch.Tensor):
         return [{"cross_attn": cond, "model_conds": {"c_crossattn": ConditionCrossAttn(cond)}}]
-    return [{"cross_attn": cond["crossattn"], "pooled_output": cond["vector"],
-             "model_conds": {"c_crossattn": ConditionCrossAttn(cond["crossattn"]), "y": Condition(cond["vector"])}}]
+    model_conds = {"c_crossattn": ConditionCrossAttn(cond["crossattn"]), "y": Condition(cond["vector"])}
+    if "guidance" in cond:  # Flux dev: KModel.extra_conds adds the distilled guidance per row
+        model_conds["guidance"] = Condition(cond["guidance"])
+    return [{"cross_attn": cond["crossattn"], "pooled_output": cond["vector"], "model_conds": model_conds}]
 
 
 def compile_weighted_conditions(cond, conds_list):
