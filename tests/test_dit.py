@@ -4,7 +4,7 @@ through the Forge stand-in's patcher, sampling function and sampler."""
 import pytest
 import torch
 
-from forge_stand_in import flux as host_flux, sd_samplers_common
+from forge_stand_in import flux as host_flux, mmditx as host_mmditx, sd_samplers_common
 from forge_stand_in.patcher import UnetPatcher
 from forge_stand_in.unet import stand_in_attention
 from forge_stand_in.webui import Processing, SDModel
@@ -90,19 +90,25 @@ def test_block_grammar_and_refusals():
     assert dit.patch_grid((13, 20)) == (7, 10)
 
 
-# ---------------------------------------------------------------- Forge + Flux
+# ---------------------------------------------------------------- Forge + Flux, SD3
 
-def flux_world(seed=0):
-    patcher = UnetPatcher(host_flux.FluxKModel(seed=seed))
+FAMILIES = ("flux", "sd3")
+_MODELS = {"flux": host_flux.FluxKModel, "sd3": host_mmditx.SD3KModel}
+
+
+def flux_world(seed=0, family="flux"):
+    patcher = UnetPatcher(_MODELS[family](seed=seed))
     return SDModel(patcher), patcher
 
 
-def flux_conds(batch=1, seed=1):
+def flux_conds(batch=1, seed=1, family="flux"):
     g = torch.Generator().manual_seed(seed)
 
     def one():
-        return {"crossattn": torch.randn(batch, 7, 32, generator=g), "vector": torch.randn(batch, 8, generator=g),
-                "guidance": torch.full((batch,), 3.5)}
+        cond = {"crossattn": torch.randn(batch, 7, 32, generator=g), "vector": torch.randn(batch, 8, generator=g)}
+        if family == "flux":  # Flux dev's distilled guidance, a per-row cond
+            cond["guidance"] = torch.full((batch,), 3.5)
+        return cond
     cond = one()
     return (cond, [[(b, 1.0)] for b in range(batch)]), one()
 
@@ -120,9 +126,9 @@ class SegScript:
         self.adapter.stop(p)
 
 
-def generate(settings=None, *, batch=1, cfg_scale=1.0, latent_hw=(12, 10), sd_model=None, **kwargs):
-    sd_model = sd_model or flux_world()[0]
-    cond, uncond = flux_conds(batch)
+def generate(settings=None, *, batch=1, cfg_scale=1.0, latent_hw=(12, 10), sd_model=None, family="flux", **kwargs):
+    sd_model = sd_model or flux_world(family=family)[0]
+    cond, uncond = flux_conds(batch, family=family)
     p = Processing(sd_model, cond, uncond, batch_size=batch, cfg_scale=cfg_scale, latent_hw=latent_hw, **kwargs)
     script = SegScript(settings) if settings is not None else None
     if script:
@@ -151,19 +157,23 @@ def in_float64():
 def _untouched(sd_model, patcher):
     model = patcher.model.diffusion_model
     assert sd_model.forge_objects.unet is patcher and patcher.model_options == {"transformer_options": {}}
-    assert host_flux.attention_function is _HOST_ATTENTION_FUNCTION
+    assert host_flux.attention_function is _HOST_FUNCTIONS[0] and host_mmditx.attention is _HOST_FUNCTIONS[1]
     assert not any("forward" in vars(m) for m in model.modules())
 
 
-_HOST_ATTENTION_FUNCTION = host_flux.attention_function
+_HOST_FUNCTIONS = host_flux.attention_function, host_mmditx.attention
+_SPECS = {"flux": ("j0-2, s1", "j1, s2"), "sd3": ("j0-2", "j1-2")}  # SD3: joint blocks only, j0-1 with attn2
 
 
-@pytest.mark.parametrize("mode,layers", [("blur", "mid"), ("blur", "j0-2, s1"), ("identity", "all"), ("skip", "j1, s2")])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode,spec", [("blur", "mid"), ("blur", 0), ("identity", "all"), ("skip", 1)])
 @pytest.mark.parametrize("cfg_scale", [1.0, 4.0])
-def test_flux_one_call_per_step_with_seg_rows_and_changes_the_image(mode, layers, cfg_scale):
-    sd_model, patcher = flux_world()
-    plain, plain_calls, _ = generate(cfg_scale=cfg_scale, sd_model=sd_model)
-    got, calls, p = generate(on(mode=mode, layers=layers, sigma=2.0), cfg_scale=cfg_scale, sd_model=sd_model)
+def test_one_call_per_step_with_seg_rows_and_changes_the_image(family, mode, spec, cfg_scale):
+    layers = spec if isinstance(spec, str) else _SPECS[family][spec]
+    sd_model, patcher = flux_world(family=family)
+    plain, plain_calls, _ = generate(cfg_scale=cfg_scale, sd_model=sd_model, family=family)
+    got, calls, p = generate(on(mode=mode, layers=layers, sigma=2.0), cfg_scale=cfg_scale, sd_model=sd_model,
+                             family=family)
     rows = 1 if cfg_scale == 1.0 else 2  # CFG 1: the host skips the uncond pass (Flux dev's usual use)
     assert plain_calls == [rows] * 4 and calls == [rows + 1] * 4
     assert (got - plain).abs().max() > 1e-3
@@ -179,37 +189,43 @@ def test_flux_disabled_is_bit_identical_and_nothing_is_left():
     _untouched(sd_model, patcher)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mode", ["blur", "identity", "skip"])
-def test_flux_batched_equals_separate_pass(mode, monkeypatch):
+def test_batched_equals_separate_pass(family, mode, monkeypatch):
     """The SEG rows in the host's call give what a second call with the SEG rows alone gives (batch 2, CFG 4,
     an odd, non-square latent: 13 x 10 pads to a 7 x 5 patch grid)."""
-    settings = on(mode=mode, layers="j0-1, s0-3", sigma=1.5)
-    batched, calls, _ = generate(settings, batch=2, cfg_scale=4.0, latent_hw=(13, 10))
+    settings = on(mode=mode, layers="j0-1, s0-3" if family == "flux" else "j0-2", sigma=1.5)
+    batched, calls, _ = generate(settings, batch=2, cfg_scale=4.0, latent_hw=(13, 10), family=family)
 
     def cannot_batch(*args, **kwargs):
         raise forge_host._CannotBatch("test: separate pass")
     monkeypatch.setattr(forge_host, "_extend_c", cannot_batch)
-    separate, separate_calls, _ = generate(settings, batch=2, cfg_scale=4.0, latent_hw=(13, 10))
-    plain, _, _ = generate(batch=2, cfg_scale=4.0, latent_hw=(13, 10))
+    separate, separate_calls, _ = generate(settings, batch=2, cfg_scale=4.0, latent_hw=(13, 10), family=family)
+    plain, _, _ = generate(batch=2, cfg_scale=4.0, latent_hw=(13, 10), family=family)
     assert calls == [6] * 4 and separate_calls == [4, 2] * 4
     assert_same_arithmetic(batched, separate, effect_from=plain)
 
 
-def test_flux_skip_returns_the_inputs_in_the_guidance_rows():
-    sd_model, _ = flux_world()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_skip_returns_the_inputs_in_the_guidance_rows(family):
+    """Flux calls block(img=, txt=, vec=, pe=) -> (img, txt); SD3 block(context, x, c=) -> (context, x)."""
+    sd_model, _ = flux_world(family=family)
     model = sd_model.forge_objects_original.unet.model.diffusion_model
     seen = []
-    block = model.double_blocks[1]
-    block.register_forward_hook(lambda m, args, kwargs, out: seen.append((kwargs["img"], kwargs["txt"], out)),
-                                with_kwargs=True)
+    block = (model.double_blocks if family == "flux" else model.joint_blocks)[1]
+
+    def record(module, args, kwargs, out):
+        inputs = (kwargs["img"], kwargs["txt"]) if family == "flux" else args[:2]
+        seen.append((inputs, out))
+    block.register_forward_hook(record, with_kwargs=True)
     try:
-        generate(on(mode="skip", layers="j1"), cfg_scale=4.0, sd_model=sd_model)
+        generate(on(mode="skip", layers="j1"), cfg_scale=4.0, sd_model=sd_model, family=family)
     finally:
         block._forward_hooks.clear()
     assert seen
-    for img, txt, (img_out, txt_out) in seen:   # rows [cond | uncond | SEG]
-        assert torch.equal(img_out[2], img[2]) and torch.equal(txt_out[2], txt[2])
-        assert not torch.equal(img_out[0], img[0])
+    for inputs, outputs in seen:   # rows [cond | uncond | SEG]
+        for given, got in zip(inputs, outputs, strict=True):
+            assert torch.equal(got[2], given[2]) and not torch.equal(got[0], given[0])
 
 
 def test_flux_refuses_a_spec_it_lacks_and_unet_models_refuse_skip():
@@ -218,3 +234,35 @@ def test_flux_refuses_a_spec_it_lacks_and_unet_models_refuse_skip():
     from test_forge import generate as unet_generate
     with pytest.raises(SegParamError, match="skip"):
         unet_generate("forge", on(mode="skip"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_only_the_guidance_rows_image_queries_are_blurred_in_the_host_call(family, monkeypatch):
+    """A spy under SEG's wrapper sees the queries the host's attention gets. In the first perturbed block the
+    SEG row's inputs equal the cond row's, so its text queries must equal the cond row's (to round-off: two rows
+    of one batched GEMM) and its image queries (after QK-norm and, for Flux, RoPE) must all be the cond row's
+    mean image query (sigma = inf)."""
+    seen = []
+    if family == "flux":
+        original = host_flux.attention_function
+
+        def spy(q, k, v, heads, *args, **kwargs):
+            seen.append(q)
+            return original(q, k, v, heads, *args, **kwargs)
+        monkeypatch.setattr(host_flux, "attention_function", spy)
+    else:
+        original = host_mmditx.attention
+
+        def spy(q, k, v, heads, *args, **kwargs):
+            seen.append(q.reshape(q.shape[0], q.shape[1], heads, -1).transpose(1, 2))
+            return original(q, k, v, heads, *args, **kwargs)
+        monkeypatch.setattr(host_mmditx, "attention", spy)
+    generate(on(layers="mid", sigma=float("inf")), cfg_scale=1.0, latent_hw=(6, 8), family=family)
+    n_image, n_text = 3 * 4, 7
+    joint = [q for q in seen if q.shape[0] == 2 and q.shape[2] == n_text + n_image]
+    perturbed = [q for q in joint if (q[0] - q[1]).abs().max() > 1e-6]  # beyond the rows' round-off
+    assert perturbed, "no attention call had its SEG row perturbed"
+    q = perturbed[0]
+    assert_same_arithmetic(q[1, :, :n_text], q[0, :, :n_text])
+    mean = q[0, :, n_text:].mean(dim=1, keepdim=True).expand(-1, n_image, -1)
+    assert_same_arithmetic(q[1, :, n_text:], mean)

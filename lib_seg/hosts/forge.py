@@ -39,7 +39,7 @@ from ..grid import token_grid
 from ..guidance import rescale_denoised, sampler_step, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
-from . import REFINER_KEY, forge_dit, neighbours
+from . import REFINER_KEY, dit_patches, neighbours
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
@@ -61,7 +61,7 @@ class _CannotBatch(Exception):
 @dataclass(frozen=True)
 class ModelCall:
     """The model call in progress that holds SEG rows: which rows, at which latent size, after how many text
-    tokens (a DiT's joint sequences put the text first). Transformer patches read it (lib_seg/hosts/forge_dit.py)."""
+    tokens (a DiT's joint sequences put the text first). Transformer patches read it (lib_seg/hosts/dit_patches.py)."""
     seg: slice
     latent_hw: tuple
     text_tokens: int
@@ -112,7 +112,7 @@ class SegPatch:
     # ---- installation -------------------------------------------------------------------------
     def apply(self, unet_patcher, selected=()):
         """Return a clone of unet_patcher with every SEG patch set; unet_patcher is left unchanged. ``selected``:
-        the UNet self-attention layers to patch (a DiT's blocks are patched by lib_seg/hosts/forge_dit.py)."""
+        the UNet self-attention layers to patch (a DiT's blocks are patched by lib_seg/hosts/dit_patches.py)."""
         clone = unet_patcher.clone()
         options = clone.model_options
         previous_wrapper = options.get("model_function_wrapper")
@@ -424,7 +424,7 @@ class ForgeAdapter:
         return True
 
     def _start_dit(self, p, settings, forge_objects, unet, diffusion_model):
-        """Flux / Chroma: the same batch and guidance, attention reached through the blocks (forge_dit)."""
+        """Flux, Chroma, SD3: the same batch and guidance, attention reached through the blocks (dit_patches)."""
         try:
             blocks = dit.select_blocks(diffusion_model, settings.layers, type(diffusion_model).__name__)
         except ValueError as error:
@@ -433,7 +433,7 @@ class ForgeAdapter:
         registry = HookRegistry("seg-forge")
         try:
             registry.replace(forge_objects, "unet", patch.apply(unet))
-            forge_dit.install(registry, diffusion_model, blocks, patch)
+            dit_patches.install(registry, diffusion_model, blocks, settings.mode, settings.sigma, lambda: patch.call)
             self._guard_sampler(p, registry)
         except Exception:
             registry.remove_all()
