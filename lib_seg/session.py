@@ -23,6 +23,7 @@ class CallRows:
     """The SEG rows of one UNet call (a slice of the call's batch) and the latent size it runs at."""
     seg: slice
     latent_hw: tuple
+    text_tokens: int = 0  # text tokens ahead of a DiT's single-stream image tokens (not known here: no such model)
 
     @property
     def has_seg(self):

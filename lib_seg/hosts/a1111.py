@@ -20,14 +20,13 @@ import copy
 
 import torch
 
-from .. import guidance
+from .. import dit, guidance
 from ..attention import patch_ldm_self_attention
-from ..dit import SKIP_ON_UNET
 from ..hooks import remove_leftovers
 from ..layers import describe, select_layers
 from ..params import SegParamError
 from ..session import NO_ROWS, SegSession
-from . import REFINER_KEY, neighbours
+from . import REFINER_KEY, dit_patches, neighbours
 
 PREFIX = "[SEG]"
 
@@ -91,16 +90,23 @@ class A1111Adapter:
         if getattr(model, "cond_stage_key", None) == "edit":
             notice("skipped: InstructPix2Pix-style edit models are not supported.")
             return False
-        if settings.mode == "skip":
-            raise SegParamError(SKIP_ON_UNET)
         reason = neighbours.conflict(p, settings=settings)
         if reason:
             notice(f"skipped for this generation: {reason}.")
             return False
         unet = _unet_of(model)
         if unet is None:
-            notice("skipped: this model has no LDM-style UNet (input_blocks / middle_block).")
-            return False
+            transformer = _transformer_of(model)
+            if transformer is None:
+                notice("skipped: this model has neither an LDM-style UNet nor SD3 transformer blocks.")
+                return False
+            try:
+                blocks = dit.select_blocks(transformer, settings.layers, "SD3")
+            except ValueError as error:
+                raise SegParamError(str(error)) from None
+            return self._begin(p, settings, transformer, blocks)
+        if settings.mode == "skip":
+            raise SegParamError(dit.SKIP_ON_UNET)
         try:
             layers = select_layers(unet, settings.layers, _model_name(model))
         except ValueError as error:
@@ -119,6 +125,9 @@ class A1111Adapter:
                 notice(f"skipped in {this_pass}: {'; '.join(reasons)}, which is every layer of '{settings.layers}'.")
                 return False
             notice(f"{'; '.join(reasons)}: SEG leaves those layers alone in {this_pass}.")
+        return self._begin(p, settings, unet, layers)
+
+    def _begin(self, p, settings, unet, layers):
         self.pass_ = SamplingPass(p, settings, unet, layers)
         try:
             self.pass_.install()
@@ -139,6 +148,12 @@ def _unet_of(model):
     if unet is None or not hasattr(unet, "input_blocks") or not hasattr(unet, "middle_block"):
         return None
     return unet
+
+
+def _transformer_of(model):
+    """SD3's MMDiT (modules/models/sd3: ``sd_model.model.diffusion_model`` with ``joint_blocks``), or None."""
+    transformer = getattr(getattr(model, "model", None), "diffusion_model", None)
+    return transformer if transformer is not None and dit.is_dit(transformer) else None
 
 
 def _model_name(model):
@@ -187,6 +202,11 @@ class SamplingPass:
         modules = dict(unet.named_modules())
         registry = self.session.registry
         registry.forward_pre_hook(unet, self._on_unet_call)
+        if layers and isinstance(layers[0], dit.DiTBlock):  # SD3: attention through the blocks
+            s = self.settings
+            dit_patches.install(registry, unet, layers, s.mode, s.sigma, lambda: self.session.call)
+            self.patched_unets.add(id(unet))
+            return
         patch_ldm_self_attention(registry, [modules[layer.name] for layer in layers], self.session)
         self.patched_unets.add(id(unet))
 

@@ -18,8 +18,9 @@ SAMPLERS = {  # name: (k-diffusion function, second order). A second-order sampl
 class CFGDenoiserKDiffusion(CFGDenoiser):
     @property
     def inner_model(self):
-        if self.model_wrap is None:
-            self.model_wrap = external.CompVisDenoiser(shared.sd_model, quantize=False)
+        if self.model_wrap is None:  # a model that brings its own denoiser (SD3) is asked for it
+            create = getattr(shared.sd_model, "create_denoiser", None)
+            self.model_wrap = create() if create is not None else external.CompVisDenoiser(shared.sd_model, quantize=False)
         return self.model_wrap
 
 
