@@ -392,7 +392,7 @@ def test_bad_layers_refuse_the_generation_and_unsupported_model_is_skipped(host,
     from lib_seg import params
     p = type("P", (), {"sd_model": NoUNet(), "sampler": None})()
     assert get_adapter().start(p, params.settings_from_args([True])) is False
-    assert "no LDM-style UNet" in capsys.readouterr().out
+    assert "neither an LDM-style UNet nor SD3 transformer blocks" in capsys.readouterr().out
 
 
 def test_rescale_changes_the_result_and_keeps_one_call(host, sd15):
