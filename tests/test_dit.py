@@ -4,7 +4,7 @@ through the Forge stand-in's patcher, sampling function and sampler."""
 import pytest
 import torch
 
-from forge_stand_in import flux as host_flux, mmditx as host_mmditx, sd_samplers_common
+from forge_stand_in import chroma as host_chroma, flux as host_flux, mmditx as host_mmditx, sd_samplers_common
 from forge_stand_in.patcher import UnetPatcher
 from forge_stand_in.unet import stand_in_attention
 from forge_stand_in.webui import Processing, SDModel
@@ -92,8 +92,8 @@ def test_block_grammar_and_refusals():
 
 # ---------------------------------------------------------------- Forge + Flux, SD3
 
-FAMILIES = ("flux", "sd3")
-_MODELS = {"flux": host_flux.FluxKModel, "sd3": host_mmditx.SD3KModel}
+FAMILIES = ("flux", "chroma", "sd3")
+_MODELS = {"flux": host_flux.FluxKModel, "chroma": host_chroma.ChromaKModel, "sd3": host_mmditx.SD3KModel}
 
 
 def flux_world(seed=0, family="flux"):
@@ -105,6 +105,8 @@ def flux_conds(batch=1, seed=1, family="flux"):
     g = torch.Generator().manual_seed(seed)
 
     def one():
+        if family == "chroma":  # the text conditioning only
+            return torch.randn(batch, 7, 32, generator=g)
         cond = {"crossattn": torch.randn(batch, 7, 32, generator=g), "vector": torch.randn(batch, 8, generator=g)}
         if family == "flux":  # Flux dev's distilled guidance, a per-row cond
             cond["guidance"] = torch.full((batch,), 3.5)
@@ -162,7 +164,7 @@ def _untouched(sd_model, patcher):
 
 
 _HOST_FUNCTIONS = host_flux.attention_function, host_mmditx.attention
-_SPECS = {"flux": ("j0-2, s1", "j1, s2"), "sd3": ("j0-2", "j1-2")}  # SD3: joint blocks only, j0-1 with attn2
+_SPECS = {"flux": ("j0-2, s1", "j1, s2"), "chroma": ("j0-1, s1", "j1, s2"), "sd3": ("j0-2", "j1-2")}  # SD3: joint blocks only, j0-1 with attn2
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -194,7 +196,7 @@ def test_flux_disabled_is_bit_identical_and_nothing_is_left():
 def test_batched_equals_separate_pass(family, mode, monkeypatch):
     """The SEG rows in the host's call give what a second call with the SEG rows alone gives (batch 2, CFG 4,
     an odd, non-square latent: 13 x 10 pads to a 7 x 5 patch grid)."""
-    settings = on(mode=mode, layers="j0-1, s0-3" if family == "flux" else "j0-2", sigma=1.5)
+    settings = on(mode=mode, layers={"flux": "j0-1, s0-3", "chroma": "j0-1, s0-2", "sd3": "j0-2"}[family], sigma=1.5)
     batched, calls, _ = generate(settings, batch=2, cfg_scale=4.0, latent_hw=(13, 10), family=family)
 
     def cannot_batch(*args, **kwargs):
@@ -212,10 +214,10 @@ def test_skip_returns_the_inputs_in_the_guidance_rows(family):
     sd_model, _ = flux_world(family=family)
     model = sd_model.forge_objects_original.unet.model.diffusion_model
     seen = []
-    block = (model.double_blocks if family == "flux" else model.joint_blocks)[1]
+    block = (model.joint_blocks if family == "sd3" else model.double_blocks)[1]
 
     def record(module, args, kwargs, out):
-        inputs = (kwargs["img"], kwargs["txt"]) if family == "flux" else args[:2]
+        inputs = args[:2] if family == "sd3" else (kwargs["img"], kwargs["txt"])
         seen.append((inputs, out))
     block.register_forward_hook(record, with_kwargs=True)
     try:
@@ -243,7 +245,7 @@ def test_only_the_guidance_rows_image_queries_are_blurred_in_the_host_call(famil
     of one batched GEMM) and its image queries (after QK-norm and, for Flux, RoPE) must all be the cond row's
     mean image query (sigma = inf)."""
     seen = []
-    if family == "flux":
+    if family != "sd3":  # Flux and Chroma: flux.py's attention_function
         original = host_flux.attention_function
 
         def spy(q, k, v, heads, *args, **kwargs):
