@@ -18,12 +18,14 @@ blocks (``joint_blocks.N``, ``double_blocks.N``), ``sN`` for single-stream ones 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 import torch
 
 from . import layers as _layers
+from .attention import SHORTCUT_MIN_TOKENS
 from .blur import blur_queries
 
 _BLOCK = re.compile(r"(?:^|\.)(double_blocks|joint_blocks|single_blocks)\.(\d+)$")
@@ -107,7 +109,7 @@ def patch_grid(latent_hw, patch_size=2):
     return -(-h // patch_size), -(-w // patch_size)
 
 
-def perturbed_attention(attend, q, k, v, seg, image, grid, mode, sigma):
+def perturbed_attention(attend, q, k, v, seg, image, grid, mode, sigma, shortcut=True):
     """Joint attention of one call with the guidance rows ``seg`` perturbed.
 
     q, k, v: (rows, heads, tokens, head_dim) as they enter the dot product (after QK-norm and RoPE).
@@ -126,6 +128,17 @@ def perturbed_attention(attend, q, k, v, seg, image, grid, mode, sigma):
         own = v[seg, :, image].transpose(1, 2).reshape(n_seg, n_image, heads * dim).to(out.dtype)
         perturbed = torch.cat([out[seg, :image.start], own, out[seg, image.stop:]], dim=1)
         return torch.cat([out[:seg.start], perturbed, out[seg.stop:]])
+    if math.isinf(sigma) and shortcut and n_image >= SHORTCUT_MIN_TOKENS:
+        mean = q[seg, :, image].mean(dim=2, keepdim=True, dtype=torch.promote_types(q.dtype, torch.float32))
+        short = torch.cat([q[seg, :, :image.start], mean.to(q.dtype), q[seg, :, image.stop:]], dim=2)
+        out_seg = attend(short, k[seg], v[seg])
+        out_seg = torch.cat([out_seg[:, :image.start], out_seg[:, image.start:image.start + 1].expand(-1, n_image, -1),
+                             out_seg[:, image.start + 1:]], dim=1)
+        parts = [attend(q[:seg.start], k[:seg.start], v[:seg.start])] if seg.start > 0 else []
+        parts.append(out_seg)
+        if seg.stop < rows:
+            parts.append(attend(q[seg.stop:], k[seg.stop:], v[seg.stop:]))
+        return torch.cat(parts)
     # Each (row, head) is blurred on its own: fold heads into blur_queries' batch axis.
     queries = q[seg, :, image].reshape(n_seg * heads, n_image, dim)
     blurred = blur_queries(queries, grid, sigma).reshape(n_seg, heads, n_image, dim)

@@ -268,3 +268,21 @@ def test_only_the_guidance_rows_image_queries_are_blurred_in_the_host_call(famil
     assert_same_arithmetic(q[1, :, :n_text], q[0, :, :n_text])
     mean = q[0, :, n_text:].mean(dim=1, keepdim=True).expand(-1, n_image, -1)
     assert_same_arithmetic(q[1, :, n_text:], mean)
+
+
+@pytest.mark.parametrize("seg", [slice(0, 1), slice(1, 3), slice(2, 3)])
+def test_infinite_sigma_single_query_shortcut_equals_full_attention(seg):
+    """On a large grid (>= lib_seg.attention.SHORTCUT_MIN_TOKENS image tokens) the guidance rows attend with one
+    mean image query, broadcast; the result is the full attention's (every blurred query is that mean)."""
+    grid = (16, 20)
+    q, k, v = _joint_qkv(grid=grid)
+    image = slice(TEXT, TEXT + 320)
+    calls = []
+
+    def attend(q_, k_, v_):
+        calls.append(q_.shape[2])
+        return _attend(q_, k_, v_)
+    short = dit.perturbed_attention(attend, q, k, v, seg, image, grid, "blur", float("inf"))
+    assert min(calls) == TEXT + 1 + 2  # text + one image query + the reference tokens
+    full = dit.perturbed_attention(_attend, q, k, v, seg, image, grid, "blur", float("inf"), shortcut=False)
+    assert_same_arithmetic(short, full, effect_from=_attend(q, k, v))
