@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from . import oseg
 from .blur import blur_queries
 
 
@@ -52,13 +53,18 @@ def attend_smoothed(attend, q, seg, grid, sigma, shortcut=True):
 
 def attend_identity(attend, value, q, seg, split=True):
     """Attention for all rows of a call, with the rows in `seg` attending by the identity: each token's
-    output is its own value (Perturbed-Attention Guidance's perturbation).
+    output is its own value (Perturbed-Attention Guidance's perturbation). value(rows) -> their value
+    projection, in the form attend returns (through the output projection where attend includes it)."""
+    return attend_replacing(attend, value, q, seg, split)
 
-    q and attend(q_rows, kv_rows) as for attend_smoothed; value(rows) -> what the identity gives for the
-    rows in the slice `rows`: their value projection, in the form attend returns (through the output
-    projection where attend includes it). The rows before and after `seg` attend as usual, in their own
-    calls, so the SEG rows skip the attention work; split=False attends with every row in one call and
-    replaces the SEG rows' part afterwards (for hooks that need the whole batch).
+
+def attend_replacing(attend, value, q, seg, split=True):
+    """Attention for all rows of a call, with the output of the rows in `seg` given by value(rows) (the rows
+    in the slice `rows`) instead: PAG's identity, or OSEG's own attention with perturbed queries.
+
+    q and attend(q_rows, kv_rows) as for attend_smoothed. The rows before and after `seg` attend as usual,
+    in their own calls, so the SEG rows skip the host's attention work; split=False attends with every row in
+    one call and replaces the SEG rows' part afterwards (for hooks that need the whole batch).
     """
     n_rows = q.shape[0]
     everything = slice(0, n_rows)
@@ -92,6 +98,18 @@ def _foreign_projection_hooks(module):
     return [type(p).__name__ for p in projections if p is not None and (p._forward_hooks or p._forward_pre_hooks)]
 
 
+def _orthogonal_rows(module, x, grid, sigma):
+    """ldm CrossAttention's self-attention for rows x with OSEG's queries (lib_seg/oseg.py): q, k, v projected,
+    split into heads, the queries' orthogonal part blurred, softmax(q k^T / sqrt(d)) v in at least float32 (as
+    ldm computes its logits), merged, then the output projection."""
+    heads = module.heads
+    q, k, v = (oseg.split_heads(proj(x), heads) for proj in (module.to_q, module.to_k, module.to_v))
+    q = oseg.orthogonal_blur(q, k, grid, sigma)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    out = torch.nn.functional.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype))
+    return module.to_out(oseg.merge_heads(out).to(x.dtype))
+
+
 def _perturbed_forward(module, session):
     warned = []
     # A forward another extension set on the instance (A1111's Hypertile wraps attn1 this way) still runs
@@ -117,7 +135,8 @@ def _perturbed_forward(module, session):
             warned.append(True)
             print("[SEG] another extension hooks this model's self-attention (e.g. a second SEG or PAG "
                   "implementation); both act on the same batch, so results combine both methods.")
-        if session.settings.mode == "identity":
+        mode, sigma = session.settings.mode, session.settings.sigma
+        if mode == "identity":
             # Identity attention: the value projection, then the output projection as attention's forward does.
             return attend_identity(attend, lambda rows: module.to_out(module.to_v(x[rows])), x, call.seg,
                                    split=not foreign)
@@ -128,6 +147,9 @@ def _perturbed_forward(module, session):
                 warned.append(True)
                 print(f"[SEG] left one layer unperturbed: {error}")
             return host_forward(module, x, None, **kwargs)
-        return attend_smoothed(attend, x, call.seg, grid, session.settings.sigma, shortcut=not foreign)
+        if mode == "orthogonal":  # our own attention for the perturbed rows: OSEG needs the queries per head
+            return attend_replacing(attend, lambda rows: _orthogonal_rows(module, x[rows], grid, sigma), x, call.seg,
+                                    split=not foreign)
+        return attend_smoothed(attend, x, call.seg, grid, sigma, shortcut=not foreign)
 
     return forward

@@ -87,6 +87,8 @@ class SegCFGDenoiser:
         cond_in = _cat_conds([g[2] for g in groups])
 
         seg_rows = slice(n, 2 * n) if seg and not self.separate_pass else NO_ROWS
+        if seg and settings.mode == "orthogonal" and use_cfg:  # OSEG's CFG uses the perturbed uncond
+            seg_rows = slice(n, x_in.shape[0]) if not self.separate_pass else slice(n, 2 * n)
         self.session.begin_step(x_in.shape[0], seg_rows)
         out = self.denoiser(x_in, sigma_in, cond=cond_in)
         self.session.end_step()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import layers as _layers
+from . import layers as _layers, oseg
 from .attention import SHORTCUT_MIN_TOKENS
 from .blur import blur_queries
 
@@ -109,16 +109,28 @@ def patch_grid(latent_hw, patch_size=2):
     return -(-h // patch_size), -(-w // patch_size)
 
 
+def has_rows(rows):
+    """Whether `rows` (a slice or a LongTensor of row indices) names any row."""
+    if isinstance(rows, slice):
+        return rows.stop > rows.start
+    return rows is not None and rows.numel() > 0
+
+
 def perturbed_attention(attend, q, k, v, seg, image, grid, mode, sigma, shortcut=True):
-    """Joint attention of one call with the guidance rows ``seg`` perturbed.
+    """Joint attention of one call with the guidance rows ``seg`` perturbed (a slice; OSEG: also a LongTensor,
+    as it perturbs the uncond rows too).
 
     q, k, v: (rows, heads, tokens, head_dim) as they enter the dot product (after QK-norm and RoPE).
     attend(q, k, v) -> (rows, tokens, heads * head_dim): the host's attention. image: the slice of tokens that
     are the generated image, on ``grid`` (h, w) row-major. mode "blur": those rows' image queries blurred by
     sigma (inf: their mean); "identity": those rows' image tokens output their own value. Other modes and calls
     without guidance rows attend unchanged."""
-    if seg is None or seg.stop <= seg.start or mode not in ("blur", "identity"):
+    if seg is None or not has_rows(seg) or mode not in ("blur", "identity", "orthogonal"):
         return attend(q, k, v)
+    if mode == "orthogonal":  # the image queries' part orthogonal to the head's mean key, blurred
+        perturbed = q.clone()
+        perturbed[seg, :, image] = oseg.orthogonal_blur(q[seg][:, :, image], k[seg], grid, sigma)
+        return attend(perturbed, k, v)
     rows, heads, _, dim = q.shape
     n_seg, n_image = seg.stop - seg.start, image.stop - image.start
     if n_image != grid[0] * grid[1]:

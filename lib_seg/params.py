@@ -151,8 +151,11 @@ def format_sigma(x: float) -> str:
 # Perturbation of the SEG rows' self-attention: "blur" = SEG's blurred queries, "identity" = PAG's identity
 # attention (each token outputs its own value), "skip" = skip-layer guidance on transformer models (the
 # selected blocks return their input; lib_seg/dit.py).
-MODES = ("blur", "identity", "skip")
-MODE_LABELS = ("Smoothed energy (SEG)", "Identity attention (PAG)", "Skip layer (SLG, transformer models)")
+MODES = ("blur", "identity", "skip", "orthogonal")
+MODE_LABELS = ("Smoothed energy (SEG)", "Identity attention (PAG)", "Skip layer (SLG, transformer models)",
+               "Orthogonal SEG (OSEG)")
+# Modes that use sigma (the others ignore it; the UI greys it out).
+BLUR_MODES = ("blur", "orthogonal")
 # The hires fix's second pass: the first pass's settings, the hr_* settings, or no SEG.
 HIRES_CHOICES = ("same", "own", "off")
 # The hr_* fields that replace the main ones in the hires pass with hires = "own".
@@ -180,8 +183,10 @@ PARAMS: tuple[Param, ...] = (
           choice_labels=MODE_LABELS,
           hint="What the guiding prediction changes in the selected self-attention layers: blur the queries "
                "(Smoothed Energy Guidance, uses sigma), replace attention by the identity, each token keeping "
-               "its own value (Perturbed-Attention Guidance, sigma unused), or on transformer models (Flux, "
-               "Chroma, SD3) skip the selected blocks (skip-layer guidance, sigma unused)."),
+               "its own value (Perturbed-Attention Guidance, sigma unused), on transformer models (Flux, "
+               "Chroma, SD3) skip the selected blocks (skip-layer guidance, sigma unused), or blur only the "
+               "part of each query that picks its keys (Orthogonal SEG; its uncond prediction is perturbed "
+               "too)."),
     Param("hires", "SEG hires pass", HIRES_CHOICES[0], "choice", infotext="SEG hires", choices=HIRES_CHOICES,
           choice_labels=("Same as first pass", "Own settings", "No SEG"), group="hires",
           hint="The hires fix's second pass: the first pass's SEG settings, its own scale, sigma, layers and "
@@ -197,7 +202,7 @@ PARAMS: tuple[Param, ...] = (
     Param("hr_mode", "SEG hires perturbation", MODES[0], "choice", infotext="SEG hires mode", choices=MODES,
           choice_labels=MODE_LABELS, group="hires",
           hint="Perturbation of the hires fix's second pass (with 'Own settings'): blurred queries (SEG), "
-               "identity attention (PAG) or skipped blocks (SLG, transformer models)."),
+               "identity attention (PAG), skipped blocks (SLG, transformer models) or orthogonal SEG (OSEG)."),
 )
 
 PARAM_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

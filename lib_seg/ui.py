@@ -110,7 +110,7 @@ def _make(gr, script, param):
 def sigma_update(mode):
     """The update of a sigma control when its mode control changes: editable only for blurred queries."""
     import gradio as gr
-    return gr.update(interactive=mode == "blur")  # sigma is the blur's alone
+    return gr.update(interactive=mode in P.BLUR_MODES)  # sigma is the blur's alone
 
 
 # ---------------------------------------------------------------- infotext

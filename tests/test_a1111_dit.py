@@ -37,7 +37,7 @@ def sd3_run(host, model, args, batch=1, **kw):
 
 @pytest.mark.parametrize("args", [
     {"layers": "mid", "sigma": "inf"}, {"layers": "j0-1", "sigma": "1.5"}, {"layers": "all", "mode": "identity"},
-    {"layers": "j1", "mode": "skip"}])
+    {"layers": "j1", "mode": "skip"}, {"layers": "j0-1", "mode": "orthogonal", "sigma": "2"}])
 @pytest.mark.parametrize("cfg_scale", [1.0, 5.0])
 def test_sd3_one_call_per_step_with_seg_rows(host, sd3, args, cfg_scale):
     from lib_seg import hooks

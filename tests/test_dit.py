@@ -168,7 +168,8 @@ _SPECS = {"flux": ("j0-2, s1", "j1, s2"), "chroma": ("j0-1, s1", "j1, s2"), "sd3
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("mode,spec", [("blur", "mid"), ("blur", 0), ("identity", "all"), ("skip", 1)])
+@pytest.mark.parametrize("mode,spec", [("blur", "mid"), ("blur", 0), ("identity", "all"), ("skip", 1),
+                                       ("orthogonal", 0)])
 @pytest.mark.parametrize("cfg_scale", [1.0, 4.0])
 def test_one_call_per_step_with_seg_rows_and_changes_the_image(family, mode, spec, cfg_scale):
     layers = spec if isinstance(spec, str) else _SPECS[family][spec]
@@ -192,7 +193,7 @@ def test_flux_disabled_is_bit_identical_and_nothing_is_left():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("mode", ["blur", "identity", "skip"])
+@pytest.mark.parametrize("mode", ["blur", "identity", "skip", "orthogonal"])
 def test_batched_equals_separate_pass(family, mode, monkeypatch):
     """The SEG rows in the host's call give what a second call with the SEG rows alone gives (batch 2, CFG 4,
     an odd, non-square latent: 13 x 10 pads to a 7 x 5 patch grid)."""

@@ -85,7 +85,8 @@ def test_hires_sub_group_is_collapsed_and_identity_greys_out_sigma():
         assert len(listeners) == 1
         _, event, inputs, outputs, fn = listeners[0]
         assert event == "change" and inputs == [controls[mode]._id] and outputs == [controls[sigma]._id]
-        assert fn("identity")["interactive"] is False and fn("skip")["interactive"] is False and fn("blur")["interactive"] is True
+        assert fn("identity")["interactive"] is False and fn("skip")["interactive"] is False and fn("blur")["interactive"] is True \
+            and fn("orthogonal")["interactive"] is True
 
 
 def test_sigma_choices_include_inf_and_paper_sweep():
@@ -138,7 +139,7 @@ def test_xyz_axis_options_with_any_axis_class():
     assert settings.enabled and settings.start == 0.25
 
     # the mode axis compares SEG and PAG; a hires axis turns the hires pass's own settings on
-    assert options["SEG perturbation"].choices() == ["blur", "identity", "skip"]
+    assert options["SEG perturbation"].choices() == ["blur", "identity", "skip", "orthogonal"]
     options["SEG perturbation"].apply(p, "identity", [])
     options["SEG hires scale"].apply(p, 1.5, [])
     settings = ui.settings_for(p, [True, 3.0, "2"])

@@ -131,6 +131,10 @@ class A1111Adapter:
         self.pass_ = SamplingPass(p, settings, unet, layers)
         try:
             self.pass_.install()
+        except dit_patches.Unsupported as why:
+            self.stop(p)
+            notice(f"skipped: this model ({type(unet).__name__}) is not one SEG knows how to reach ({why}).")
+            return False
         except Exception:
             self.stop(p)
             raise
@@ -282,7 +286,9 @@ class SamplingPass:
             params.image_cond.shape[0] == n_rows else params.image_cond
         text_cond = repeat_cond(params.text_cond, n_cond)
         params.x, params.sigma, params.image_cond, params.text_cond = x, sigma, image_cond, text_cond
-        self.session.begin_step(n_rows + n_cond, slice(n_cond, 2 * n_cond))
+        # OSEG perturbs the uncond rows too (its CFG uses the perturbed uncond): they follow the SEG rows.
+        perturbed_stop = n_rows + n_cond if self.settings.mode == "orthogonal" else 2 * n_cond
+        self.session.begin_step(n_rows + n_cond, slice(n_cond, perturbed_stop))
         # The last B rows hold each image's latent and sigma once (the rescale needs them).
         self.step = (n_cond, n_images, conds_list, denoiser, params.x[-n_images:], params.sigma[-n_images:])
 

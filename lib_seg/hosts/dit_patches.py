@@ -24,6 +24,10 @@ import sys
 from .. import dit
 
 
+class Unsupported(Exception):
+    """These blocks are not the Flux / Chroma / SD3 blocks this module knows how to reach (said before any patch)."""
+
+
 class _Marked:
     """The call of the selected block that is running, and its number of text tokens; or None."""
     current = None
@@ -37,16 +41,13 @@ def install(registry, diffusion_model, blocks, mode, sigma, current_call):
     marked = _Marked()
     modules = dict(diffusion_model.named_modules())
     wrapped = {}
+    for block in blocks:  # everything is resolved first: an unknown model raises Unsupported with nothing patched
+        if mode != "skip":
+            home, name, kind = _attention_entry(modules[block.name])
+            wrapped.setdefault((home, name), kind)
     for block in blocks:
         module = modules[block.name]
         registry.replace(module, "forward", _block_forward(module, block, marked, mode, current_call))
-        if mode == "skip":
-            continue
-        home, name, kind = _attention_entry(module)
-        if (home, name) not in wrapped:
-            wrapped[(home, name)] = kind
-    if mode != "skip" and not wrapped:
-        raise RuntimeError(f"SEG: no attention function found for {type(diffusion_model).__name__}'s blocks")
     for (home, name), kind in wrapped.items():
         wrapper = _flux_attention_function if kind == "rows-heads-tokens" else _sd3_attention
         registry.replace(home, name, wrapper(getattr(home, name), marked, mode, sigma))
@@ -56,8 +57,8 @@ def _attention_entry(block_module):
     """(module, global name, layout) of the attention function a block of this class calls."""
     owner = sys.modules[type(block_module).__module__]
     attention = getattr(owner, "attention", None)
-    if attention is None:
-        raise RuntimeError(f"SEG: {type(block_module).__name__}'s module has no attention function")
+    if not callable(attention):
+        raise Unsupported(f"its {type(block_module).__name__} blocks call no module-level attention function")
     home = sys.modules.get(getattr(attention, "__module__", "") or "")
     if "pe" in inspect.signature(attention).parameters and hasattr(home, "attention_function"):
         return home, "attention_function", "rows-heads-tokens"      # Flux / Chroma
@@ -69,7 +70,8 @@ def _block_forward(module, block, marked, mode, current_call):
 
     def forward(*args, **kwargs):
         call = current_call()
-        if call is None or call.seg is None or call.seg.stop <= call.seg.start:
+        rows = None if call is None else getattr(call, "perturbed", call.seg)
+        if rows is None or not dit.has_rows(rows):
             return original(*args, **kwargs)
         if mode == "skip":
             return dit.skip_rows(original(*args, **kwargs), _hidden_inputs(module, block, args, kwargs), call.seg)
@@ -103,6 +105,11 @@ def _text_tokens(module, block, args, kwargs, call):
     return int(text.shape[1]) if text is not None else 0
 
 
+def _rows(call):
+    """The rows of the call whose attention is perturbed (OSEG: the uncond rows too)."""
+    return getattr(call, "perturbed", call.seg)
+
+
 def _image_tokens(marked, n_tokens):
     """(image slice, grid) of an attention call of the marked block."""
     grid = dit.patch_grid(marked.current.latent_hw)
@@ -120,7 +127,7 @@ def _flux_attention_function(original, marked, mode, sigma):
         def attend(q_, k_, v_):
             return original(q_, k_, v_, heads, *args, **kwargs)
 
-        return dit.perturbed_attention(attend, q, k, v, marked.current.seg, image, grid, mode, sigma)
+        return dit.perturbed_attention(attend, q, k, v, _rows(marked.current), image, grid, mode, sigma)
 
     return attention_function
 
@@ -139,7 +146,7 @@ def _sd3_attention(original, marked, mode, sigma):
                             *args, **kwargs)
 
         image, grid = _image_tokens(marked, q.shape[1])
-        return dit.perturbed_attention(attend, split(q), split(k), split(v), marked.current.seg, image, grid,
+        return dit.perturbed_attention(attend, split(q), split(k), split(v), _rows(marked.current), image, grid,
                                        mode, sigma)
 
     return attention

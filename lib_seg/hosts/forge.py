@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import dit
+from .. import dit, oseg
 from .. import layers as seg_layers
 from ..attention import attend_identity, attend_smoothed
 from ..grid import token_grid
@@ -43,6 +43,9 @@ from . import REFINER_KEY, dit_patches, neighbours
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
 SEG_ROWS_KEY = "seg_rows"
+# transformer_options key: the rows whose attention is perturbed, when they are not just the SEG rows (OSEG also
+# perturbs the uncond rows, which are not next to the SEG rows in the hosts' chunk order): a LongTensor.
+PERTURBED_ROWS_KEY = "seg_perturbed_rows"
 _PER_CHUNK_KEYS = ("uuids",)
 _PREFIX = "[SEG]"
 _printed_once = set()
@@ -65,6 +68,20 @@ class ModelCall:
     seg: slice
     latent_hw: tuple
     text_tokens: int
+    perturbed: object = None  # the rows whose attention is perturbed (slice or LongTensor); None: the SEG rows
+
+    def __post_init__(self):
+        if self.perturbed is None:
+            object.__setattr__(self, "perturbed", self.seg)
+
+
+def has_rows(rows, n_rows):
+    """Whether `rows` (a slice, a LongTensor of row indices, or None) names rows of a call of n_rows rows."""
+    if rows is None:
+        return False
+    if isinstance(rows, slice):
+        return rows.start < rows.stop <= n_rows
+    return rows.numel() > 0 and int(rows.max()) < n_rows
 
 
 def _text_tokens(c):
@@ -148,7 +165,8 @@ class SegPatch:
                 return attention(q_rows, k[kv_rows], v[kv_rows], heads, extra_options)
 
             seg = extra_options.get(SEG_ROWS_KEY)
-            if seg is None or seg.stop <= seg.start or seg.stop > q.shape[0]:
+            rows = extra_options.get(PERTURBED_ROWS_KEY, seg) if mode == "orthogonal" else seg
+            if not has_rows(rows, q.shape[0]):
                 if previous is not None:
                     return previous(q, k, v, extra_options)
                 return attention(q, k, v, heads, extra_options)
@@ -162,6 +180,11 @@ class SegPatch:
                 return attend(q, slice(0, q.shape[0]))
             if mode == "identity":  # the SEG rows output their values; the host applies to_out after us
                 return attend_identity(attend, lambda rows: v[rows], q, seg)
+            if mode == "orthogonal":
+                perturbed = q.clone()
+                perturbed[rows] = oseg.merge_heads(oseg.orthogonal_blur(
+                    oseg.split_heads(q[rows], heads), oseg.split_heads(k[rows], heads), grid, sigma))
+                return attend(perturbed, slice(0, q.shape[0]))
             return attend_smoothed(attend, q, seg, grid, sigma)
 
         return seg_attn1
@@ -185,14 +208,15 @@ class SegPatch:
             cond_chunks = [i for i, label in enumerate(labels) if label == 0]
             rows = torch.cat([torch.arange(i * b, (i + 1) * b, device=x.device) for i in cond_chunks])
             seg = slice(n, n + len(rows))
+            perturbed = patch._perturbed_rows(labels, b, seg, x.device)
             try:
-                c = _extend_c(args["c"], n, rows, seg, labels, cond_chunks, b)
+                c = _extend_c(args["c"], n, rows, seg, labels, cond_chunks, b, perturbed)
             except _CannotBatch as why:
                 return patch._separate_pass(run, apply_model, args, rows, b, cond_chunks, str(why))
             extended = {"input": torch.cat([x, x[rows]]), "timestep": _extend_rows(args["timestep"], n, rows),
                         "c": c, "cond_or_uncond": labels + [0] * len(cond_chunks)}
             patch.calls.append((seg.stop, seg))
-            patch.call = ModelCall(seg, tuple(x.shape[-2:]), _text_tokens(args["c"]))
+            patch.call = ModelCall(seg, tuple(x.shape[-2:]), _text_tokens(args["c"]), perturbed)
             try:
                 out = run(apply_model, extended)
             finally:
@@ -210,8 +234,17 @@ class SegPatch:
         # Taken before the host's call: its UNet pops the ControlNet residual lists it is given.
         c = {key: _take_rows(value, n, rows) for key, value in args["c"].items() if key != "transformer_options"}
         self.calls.append((n, None))
-        out = run(apply_model, args)
+        uncond = self._perturbed_rows(list(args["cond_or_uncond"]), b, slice(0, 0), args["input"].device)
+        if isinstance(uncond, torch.Tensor):  # OSEG: the host's own call perturbs its uncond rows
+            options = {**args["c"].get("transformer_options", {}), PERTURBED_ROWS_KEY: uncond}
+            args = {**args, "c": {**args["c"], "transformer_options": options}}
+            self.call = ModelCall(slice(0, 0), tuple(args["input"].shape[-2:]), _text_tokens(args["c"]), uncond)
+        try:
+            out = run(apply_model, args)
+        finally:
+            self.call = None
         options = dict(args["c"].get("transformer_options", {}))
+        options.pop(PERTURBED_ROWS_KEY, None)
         options["cond_or_uncond"] = [0] * len(cond_chunks)
         options[SEG_ROWS_KEY] = slice(0, len(rows))
         c["transformer_options"] = options
@@ -226,6 +259,13 @@ class SegPatch:
         for j, i in enumerate(cond_chunks):
             self._keep(out[i * b:(i + 1) * b], seg_out[j * b:(j + 1) * b])
         return out
+
+    def _perturbed_rows(self, labels, b, seg, device):
+        """The rows of a call whose attention is perturbed: the SEG rows, and with OSEG the uncond rows too."""
+        if self.settings.mode != "orthogonal" or 1 not in labels:
+            return seg
+        uncond = [r for i, label in enumerate(labels) if label != 0 for r in range(i * b, (i + 1) * b)]
+        return torch.tensor(uncond + list(range(seg.start, seg.stop)), device=device)
 
     def _keep(self, cond_out, seg_out):
         self.stash.append((self._where(), cond_out, seg_out))
@@ -315,11 +355,11 @@ def _extend_value(value, n, rows):
     return value
 
 
-def _extend_c(c, n, rows, seg, labels, cond_chunks, b):
+def _extend_c(c, n, rows, seg, labels, cond_chunks, b, perturbed=None):
     extended = {}
     for key, value in c.items():
         if key == "transformer_options":
-            extended[key] = _extend_transformer_options(value, n, rows, seg, labels, cond_chunks, b)
+            extended[key] = _extend_transformer_options(value, n, rows, seg, labels, cond_chunks, b, perturbed)
         elif key == "control_model":
             extended[key] = value
         else:
@@ -332,7 +372,7 @@ def _extend_c(c, n, rows, seg, labels, cond_chunks, b):
     return extended
 
 
-def _extend_transformer_options(options, n, rows, seg, labels, cond_chunks, b):
+def _extend_transformer_options(options, n, rows, seg, labels, cond_chunks, b, perturbed=None):
     options = dict(options)
     new_labels = labels + [0] * len(cond_chunks)
     # Per-chunk lists follow the chunks (reForge: uuids). Only known keys: other lists in the options,
@@ -348,6 +388,8 @@ def _extend_transformer_options(options, n, rows, seg, labels, cond_chunks, b):
         options["cond_indices"] = [r for i, label in enumerate(new_labels) if label == 0 for r in range(i * b, (i + 1) * b)]
         options["uncond_indices"] = [r for i, label in enumerate(new_labels) if label != 0 for r in range(i * b, (i + 1) * b)]
     options[SEG_ROWS_KEY] = seg
+    if isinstance(perturbed, torch.Tensor):
+        options[PERTURBED_ROWS_KEY] = perturbed
     return options
 
 
@@ -432,9 +474,14 @@ class ForgeAdapter:
         patch = SegPatch(settings, self.attention(), progress=lambda: _denoiser_progress(p))
         registry = HookRegistry("seg-forge")
         try:
-            registry.replace(forge_objects, "unet", patch.apply(unet))
             dit_patches.install(registry, diffusion_model, blocks, settings.mode, settings.sigma, lambda: patch.call)
+            registry.replace(forge_objects, "unet", patch.apply(unet))
             self._guard_sampler(p, registry)
+        except dit_patches.Unsupported as why:
+            registry.remove_all()
+            print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) is not one SEG knows how to reach ({why}; "
+                  "it knows Flux, Chroma and SD3); generating without SEG.")
+            return False
         except Exception:
             registry.remove_all()
             raise
