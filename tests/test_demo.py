@@ -305,3 +305,25 @@ def test_a_weights_file_of_an_unknown_architecture_is_refused_by_name(tmp_path):
     save_file({"w": torch.zeros(1)}, str(path), metadata={"architecture": "nonsense"})
     with pytest.raises(ValueError, match="unknown demo architecture 'nonsense'; known: mirror, coords16"):
         load_denoiser(str(path))
+
+
+def test_evaluate_has_oseg_rows_beside_seg_paired_with_their_baselines(tmp_path, keep_threads):
+    """--oseg: + OSEG rows after the SEG rows and CFG + OSEG last, each paired with its no-SEG baseline; the
+    reference switch is recorded and changes the OSEG rows only."""
+    from lib_seg.demo.__main__ import main
+    common = ["--evaluate", "--oseg", "--n", "4", "--seeds", "0", "--steps", "3", "--sigmas", "inf"]
+    key = main(common + ["--results", str(tmp_path / "key")])
+    query = main(common + ["--oseg-reference", "query", "--results", str(tmp_path / "query")])
+    names = [row["setting"] for row in key["rows"]]
+    assert names == ["unconditional", "+ SEG sigma=inf", "blurred prediction alone sigma=inf", "+ OSEG sigma=inf",
+                     "CFG 3", "CFG 3 + SEG sigma=inf", "CFG 3 + OSEG sigma=inf"]
+    rows = {row["setting"]: row for row in key["rows"]}
+    assert rows["+ OSEG sigma=inf"]["seg_mode"] == "orthogonal" and rows["+ SEG sigma=inf"]["seg_mode"] == "blur"
+    assert rows["+ OSEG sigma=inf"]["baseline"] == "unconditional" and rows["CFG 3 + OSEG sigma=inf"]["baseline"] == "CFG 3"
+    assert rows["+ OSEG sigma=inf"]["per_seed"] != rows["+ SEG sigma=inf"]["per_seed"]
+    assert (key["oseg_reference"], query["oseg_reference"]) == ("key", "query")
+    other = {row["setting"]: row for row in query["rows"]}
+    assert other["+ SEG sigma=inf"]["per_seed"] == rows["+ SEG sigma=inf"]["per_seed"]
+    assert other["+ OSEG sigma=inf"]["per_seed"] != rows["+ OSEG sigma=inf"]["per_seed"]
+    from lib_seg import oseg
+    assert oseg.REFERENCE == "key"  # the switch lasted for its run only

@@ -29,6 +29,10 @@ def parse_args(argv):
     p.add_argument("--layers", default="down", help="SEG layers: down (default), mid, up, all, or a block list like d0,m0")
     p.add_argument("--start", type=float, default=0.0, help="SEG start: fraction of the steps before SEG acts (default 0)")
     p.add_argument("--end", type=float, default=1.0, help="SEG end: fraction of the steps after which SEG stops (default 1)")
+    p.add_argument("--oseg", action="store_true",
+                   help="add Orthogonal SEG rows beside the SEG ones (+ OSEG at each sigma, CFG + OSEG)")
+    p.add_argument("--oseg-reference", choices=("key", "query"), default=None,
+                   help="OSEG's decomposition: along the head's mean key (default) or mean query (lib_seg/oseg.py)")
     p.add_argument("--columns", type=int, default=10, help="samples per row (default 10: digits 0-9 in CFG rows)")
     p.add_argument("--out", default="seg_demo.png", help="PNG to write (default ./seg_demo.png)")
     p.add_argument("--evaluate", action="store_true", help="score the settings instead of drawing them")
@@ -72,12 +76,22 @@ def draw_demo(model, settings, args, log=print):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    from .. import oseg
+    previous, oseg.REFERENCE = oseg.REFERENCE, args.oseg_reference or oseg.REFERENCE
+    try:
+        return _run(args)
+    finally:
+        oseg.REFERENCE = previous  # the switch is for this run only
+
+
+def _run(args):
     start = time.time()
     from .model import load_denoiser
     model = load_denoiser(args.weights)
-    settings = demo_settings(args.sigma_list, args.scale, args.cfg, args.layers, interval=args.interval)
+    settings = demo_settings(args.sigma_list, args.scale, args.cfg, args.layers, interval=args.interval, oseg=args.oseg)
     if args.evaluate:
         from .classifier import load_classifier
         from .evaluate import ablation_settings, evaluate, write_report
@@ -89,7 +103,10 @@ def main(argv=None):
         report = evaluate(model, load_classifier(), settings, n=args.n, seeds=args.seed_list, steps=args.steps,
                           sampler=args.sampler, log=lambda line: print(line, flush=True))
         report["seconds"] = time.time() - start
-        report["command"] = "python -m lib_seg.demo " + " ".join(sys.argv[1:] if argv is None else argv)
+        report["command"] = "python -m lib_seg.demo " + " ".join(args.argv)
+        if args.oseg:
+            from .. import oseg
+            report["oseg_reference"] = oseg.REFERENCE
         os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
         print(write_report(report, args.results + ".md", args.results + ".json", ablation=args.ablation))
         print(f"wrote {os.path.abspath(args.results)}.md and .json")

@@ -83,6 +83,7 @@ def setting_record(setting):
             "seg_scale": setting.seg.scale if setting.seg.active else 0.0,
             "seg_sigma": format_sigma(setting.seg.sigma) if setting.seg.active else "",
             "seg_layers": setting.seg.layers if setting.seg.active else "",
+            "seg_mode": setting.seg.mode if setting.seg.active else "",
             "seg_interval": [setting.seg.start, setting.seg.end] if setting.seg.active else None}
 
 

@@ -73,9 +73,11 @@ def sample(model, setting, labels, seed=0, steps=16, sampler="dpmpp_2m", callbac
     return out.clamp(-1.0, 1.0)
 
 
-def seg_settings(scale, sigma, layers, interval=(0.0, 1.0)):
-    """SEG on `layers`; `interval` = (start, end), the fractions of the steps SEG acts in (params.py)."""
-    return SegSettings(enabled=True, scale=scale, sigma=sigma, layers=layers, start=interval[0], end=interval[1])
+def seg_settings(scale, sigma, layers, interval=(0.0, 1.0), mode="blur"):
+    """SEG on `layers`; `interval` = (start, end), the fractions of the steps SEG acts in (params.py); mode
+    "orthogonal" for OSEG."""
+    return SegSettings(enabled=True, scale=scale, sigma=sigma, layers=layers, start=interval[0], end=interval[1],
+                       mode=mode)
 
 
 def perturbed_setting(sigma, layers):
@@ -83,13 +85,21 @@ def perturbed_setting(sigma, layers):
                    seg=seg_settings(1.0, sigma, layers), perturbed_only=True)
 
 
-def demo_settings(sigmas, seg_scale, cfg_scale, layers, cfg_seg_sigma: Optional[float] = None, interval=(0.0, 1.0)):
+def demo_settings(sigmas, seg_scale, cfg_scale, layers, cfg_seg_sigma: Optional[float] = None, interval=(0.0, 1.0),
+                  oseg=False):
     """The grid's rows / the table's lines: unconditional, + SEG at each sigma, CFG, CFG + SEG.
-    CFG + SEG uses the largest sigma unless told otherwise (the paper's default is infinity)."""
+    CFG + SEG uses the largest sigma unless told otherwise (the paper's default is infinity). With `oseg`, OSEG
+    rows beside the SEG ones: + OSEG at each sigma after the SEG rows, and CFG + OSEG last."""
     cfg_seg_sigma = max(sigmas) if cfg_seg_sigma is None else cfg_seg_sigma
     rows = [Setting("unconditional", False)]
     rows += [Setting(f"+ SEG sigma={format_sigma(s)}", False, seg=seg_settings(seg_scale, s, layers, interval)) for s in sigmas]
+    if oseg:
+        rows += [Setting(f"+ OSEG sigma={format_sigma(s)}", False, seg=seg_settings(seg_scale, s, layers, interval,
+                                                                                 "orthogonal")) for s in sigmas]
     rows.append(Setting(f"CFG {cfg_scale:g}", True, cfg_scale=cfg_scale))
     rows.append(Setting(f"CFG {cfg_scale:g} + SEG sigma={format_sigma(cfg_seg_sigma)}", True, cfg_scale=cfg_scale,
                         seg=seg_settings(seg_scale, cfg_seg_sigma, layers, interval)))
+    if oseg:
+        rows.append(Setting(f"CFG {cfg_scale:g} + OSEG sigma={format_sigma(cfg_seg_sigma)}", True, cfg_scale=cfg_scale,
+                            seg=seg_settings(seg_scale, cfg_seg_sigma, layers, interval, "orthogonal")))
     return rows
