@@ -7,7 +7,7 @@ existing Forge/ComfyUI implementations work).
 """
 import torch
 
-from . import guidance
+from . import guidance, prefix
 from .attention import patch_ldm_self_attention
 from .layers import select_layers
 from .session import NO_ROWS, SegSession
@@ -47,6 +47,8 @@ class SegCFGDenoiser:
             modules = dict(self.unet.named_modules())
             layers = select_layers(self.unet, session.settings.layers)
             patch_ldm_self_attention(session.registry, [modules[layer.name] for layer in layers], session)
+            prefix.install(session.registry, self.unet, prefix.unet_prefix(self.unet, layers),
+                           lambda: None if session.call is None else session.call.copies)
         return self
 
     def __exit__(self, *exc_info):
@@ -89,7 +91,8 @@ class SegCFGDenoiser:
         seg_rows = slice(n, 2 * n) if seg and not self.separate_pass else NO_ROWS
         if seg and settings.mode == "orthogonal" and use_cfg:  # OSEG's CFG uses the perturbed uncond
             seg_rows = slice(n, x_in.shape[0]) if not self.separate_pass else slice(n, 2 * n)
-        self.session.begin_step(x_in.shape[0], seg_rows)
+        copies = prefix.Copies(slice(n, 2 * n), slice(0, n)) if seg and not self.separate_pass else None
+        self.session.begin_step(x_in.shape[0], seg_rows, copies)
         out = self.denoiser(x_in, sigma_in, cond=cond_in)
         self.session.end_step()
         if seg and self.separate_pass:

@@ -24,6 +24,7 @@ class CallRows:
     seg: slice
     latent_hw: tuple
     text_tokens: int = 0  # text tokens ahead of a DiT's single-stream image tokens (not known here: no such model)
+    copies: object = None  # lib_seg.prefix.Copies: rows of this call that copy other rows of it (shared prefix)
 
     @property
     def has_seg(self):
@@ -31,6 +32,17 @@ class CallRows:
 
     def grid(self, n_tokens):
         return token_grid(self.latent_hw, n_tokens)
+
+
+def _copies_in(copies, start, stop):
+    """The copies of a step that a call of rows [start, stop) holds whole, with their sources, relative to start;
+    None when the call lacks any of them (it then computes every row)."""
+    if copies is None:
+        return None
+    seg, source = copies.seg, copies.source
+    if not (start <= seg.start and seg.stop <= stop and start <= source.start and source.stop <= stop):
+        return None
+    return type(copies)(slice(seg.start - start, seg.stop - start), slice(source.start - start, source.stop - start))
 
 
 def _overlap(rows, start, stop):
@@ -44,7 +56,7 @@ class SegSession:
         self.settings = settings
         self.registry = HookRegistry()
         self.call = None
-        self._step_rows = None  # (n_rows, seg slice) of the current step's whole batch
+        self._step_rows = None  # (n_rows, seg slice, copies) of the current step's whole batch
         self._cursor = 0
 
     def __enter__(self):
@@ -67,8 +79,10 @@ class SegSession:
         s = self.settings
         return s.active and step_is_active(step, total_steps, s.start, s.end)
 
-    def begin_step(self, n_rows, seg=NO_ROWS):
-        self._step_rows = (n_rows, seg)
+    def begin_step(self, n_rows, seg=NO_ROWS, copies=None):
+        """The step's batch has n_rows rows; `seg` (a slice) are the rows whose attention is perturbed; `copies`
+        (lib_seg.prefix.Copies with slices) says which rows are copies of which, for the shared prefix."""
+        self._step_rows = (n_rows, seg, copies)
         self._cursor = 0
         self.call = None
 
@@ -82,12 +96,12 @@ class SegSession:
         if self._step_rows is None:
             self.call = CallRows(NO_ROWS, latent_hw)
             return self.call
-        total, seg = self._step_rows
+        total, seg, copies = self._step_rows
         start, stop = self._cursor, self._cursor + n_rows
         self._cursor = stop
         # A call beyond the announced rows is not ours (e.g. another extension running the UNet): no SEG.
         rows = _overlap(seg, start, stop) if stop <= total else NO_ROWS
-        self.call = CallRows(rows, latent_hw)
+        self.call = CallRows(rows, latent_hw, copies=_copies_in(copies, start, stop) if stop <= total else None)
         return self.call
 
     def set_call(self, seg, latent_hw):

@@ -226,7 +226,8 @@ def test_xyz_recipe_seg_sigmas_against_pag(host, sd15):
     c, uc = H.conds([[(1, 1.0)]], [2])
     base = processing.StableDiffusionProcessingTxt2Img(c, uc, scripts=host.runner, script_args=host.script_args([False]))
     grid = {}
-    for mode in axes["SEG perturbation"].choices():
+    assert {"blur", "identity"} <= set(axes["SEG perturbation"].choices())
+    for mode in ("blur", "identity"):
         for sigma in ("1", "4", "inf"):
             cell = copy.copy(base)
             axes["SEG sigma"].apply(cell, sigma, [])

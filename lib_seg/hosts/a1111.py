@@ -20,7 +20,7 @@ import copy
 
 import torch
 
-from .. import dit, guidance
+from .. import dit, guidance, prefix
 from ..attention import patch_ldm_self_attention
 from ..hooks import remove_leftovers
 from ..layers import describe, select_layers
@@ -209,10 +209,16 @@ class SamplingPass:
         if layers and isinstance(layers[0], dit.DiTBlock):  # SD3: attention through the blocks
             s = self.settings
             dit_patches.install(registry, unet, layers, s.mode, s.sigma, lambda: self.session.call)
+            prefix.install(registry, unet, prefix.dit_prefix(dit.dit_blocks(unet), layers), self._copies)
             self.patched_unets.add(id(unet))
             return
         patch_ldm_self_attention(registry, [modules[layer.name] for layer in layers], self.session)
+        prefix.install(registry, unet, prefix.unet_prefix(unet, layers), self._copies)
         self.patched_unets.add(id(unet))
+
+    def _copies(self):
+        call = self.session.call
+        return None if call is None else call.copies
 
     def _closing(self, sample):
         def sample_then_close(*args, **kwargs):
@@ -288,7 +294,8 @@ class SamplingPass:
         params.x, params.sigma, params.image_cond, params.text_cond = x, sigma, image_cond, text_cond
         # OSEG perturbs the uncond rows too (its CFG uses the perturbed uncond): they follow the SEG rows.
         perturbed_stop = n_rows + n_cond if self.settings.mode == "orthogonal" else 2 * n_cond
-        self.session.begin_step(n_rows + n_cond, slice(n_cond, perturbed_stop))
+        self.session.begin_step(n_rows + n_cond, slice(n_cond, perturbed_stop),
+                                copies=prefix.Copies(slice(n_cond, 2 * n_cond), slice(0, n_cond)))
         # The last B rows hold each image's latent and sigma once (the rescale needs them).
         self.step = (n_cond, n_images, conds_list, denoiser, params.x[-n_images:], params.sigma[-n_images:])
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import dit, oseg
+from .. import dit, oseg, prefix
 from .. import layers as seg_layers
 from ..attention import attend_identity, attend_smoothed
 from ..grid import token_grid
@@ -69,6 +69,7 @@ class ModelCall:
     latent_hw: tuple
     text_tokens: int
     perturbed: object = None  # the rows whose attention is perturbed (slice or LongTensor); None: the SEG rows
+    copies: object = None     # lib_seg.prefix.Copies: the SEG rows copy these rows (shared prefix); None: no copies
 
     def __post_init__(self):
         if self.perturbed is None:
@@ -216,7 +217,8 @@ class SegPatch:
             extended = {"input": torch.cat([x, x[rows]]), "timestep": _extend_rows(args["timestep"], n, rows),
                         "c": c, "cond_or_uncond": labels + [0] * len(cond_chunks)}
             patch.calls.append((seg.stop, seg))
-            patch.call = ModelCall(seg, tuple(x.shape[-2:]), _text_tokens(args["c"]), perturbed)
+            patch.call = ModelCall(seg, tuple(x.shape[-2:]), _text_tokens(args["c"]), perturbed,
+                                   prefix.Copies(seg, rows))
             try:
                 out = run(apply_model, extended)
             finally:
@@ -266,6 +268,10 @@ class SegPatch:
             return seg
         uncond = [r for i, label in enumerate(labels) if label != 0 for r in range(i * b, (i + 1) * b)]
         return torch.tensor(uncond + list(range(seg.start, seg.stop)), device=device)
+
+    def copies(self):
+        """The copies of the model call in progress (its SEG rows and their cond rows), for the shared prefix."""
+        return None if self.call is None else self.call.copies
 
     def _keep(self, cond_out, seg_out):
         self.stash.append((self._where(), cond_out, seg_out))
@@ -456,6 +462,7 @@ class ForgeAdapter:
         registry = HookRegistry("seg-forge")
         try:
             registry.replace(forge_objects, "unet", patch.apply(unet, selected))
+            prefix.install(registry, diffusion_model, prefix.unet_prefix(diffusion_model, selected), patch.copies)
             self._guard_sampler(p, registry)
             self._follow_refiner(p, registry, patch)
         except Exception:
@@ -475,6 +482,8 @@ class ForgeAdapter:
         registry = HookRegistry("seg-forge")
         try:
             dit_patches.install(registry, diffusion_model, blocks, settings.mode, settings.sigma, lambda: patch.call)
+            prefix.install(registry, diffusion_model, prefix.dit_prefix(dit.dit_blocks(diffusion_model), blocks),
+                           patch.copies)
             registry.replace(forge_objects, "unet", patch.apply(unet))
             self._guard_sampler(p, registry)
         except dit_patches.Unsupported as why:
@@ -544,6 +553,8 @@ class ForgeAdapter:
             p.extra_generation_params[REFINER_KEY] = "off"
             return
         registry.replace(forge_objects, "unet", patch.apply(unet, selected))
+        prefix.install(registry, unet.model.diffusion_model, prefix.unet_prefix(unet.model.diffusion_model, selected),
+                       patch.copies)
         p.extra_generation_params[REFINER_KEY] = "on"
 
     def stop(self, p=None):
