@@ -114,9 +114,41 @@ def shared_forward(forward, args, kwargs, n_rows, copies):
     return _assemble(out, copies, n_rows)
 
 
-def install(registry, model, names, current_copies):
+def foreign_hooks(model, names):
+    """A reason the prefix blocks `names` may not be shared, or None: another extension hooks a module inside
+    them (a torch hook or an instance forward), and may read or edit rows by position. A1111's Hypertile wrappers
+    attend tile by tile within each row and are no such reason."""
+    modules = dict(model.named_modules())
+    for name in names:
+        for inner_name, module in modules[name].named_modules():
+            instance_forward = "forward" in vars(module) and not hasattr(module, "__webui_hypertile_params")
+            if module._forward_hooks or module._forward_pre_hooks or instance_forward:
+                return f"{name}.{inner_name}".rstrip(".") + " is hooked by another extension"
+    return None
+
+
+def foreign_patches(model_options):
+    """A reason a Forge/reForge UNet's prefix may not be shared, or None: patches of other extensions in the
+    patcher's transformer_options (they see the call's rows by chunk, cond_or_uncond). Token merging's patches
+    work row by row and are no such reason."""
+    options = model_options.get("transformer_options") or {}
+    patches = {name: fns for name, fns in (options.get("patches") or {}).items() if fns}
+    row_wise = ("tomesd_m", "tomesd_u")
+    if any(getattr(fn, "__name__", "") not in row_wise for fns in patches.values() for fn in fns) or \
+            any(options.get("patches_replace", {}).values()):
+        return "another extension patches the model's attention"
+    return None
+
+
+def install(registry, model, names, current_copies, blocked=None, check_hooks=True):
     """Wrap the forward of the blocks `names` of model for one pass; current_copies() -> Copies of the call in
-    progress, or None (then the block runs on every row)."""
+    progress, or None (then the block runs on every row). `blocked`: a reason not to share (full rows);
+    check_hooks: also look for other extensions' torch hooks in the blocks (A1111's way of patching; Forge's
+    extensions patch through the UNet patcher, see foreign_patches)."""
+    blocked = blocked or (foreign_hooks(model, names) if check_hooks else None)
+    if blocked:
+        log.debug("SEG runs full rows (no shared prefix): %s", blocked)
+        return
     modules = dict(model.named_modules())
     for name in names:
         module = modules[name]

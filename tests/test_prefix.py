@@ -39,9 +39,11 @@ def test_where_the_prefix_ends(sd15):
 
 
 def _rows_inside(module):
-    """Rows each call of `module`'s first child sees (inside the block's forward, after the shared wrapper)."""
-    seen = []
-    handle = module[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    """Rows each call of `module`'s first child sees (inside the block's forward, after the shared wrapper).
+    A global hook: a hook on the module itself is another extension's to SEG, which then shares nothing."""
+    seen, child = [], module[0]
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda m, args: seen.append(args[0].shape[0]) if m is child else None)
     return seen, handle
 
 
@@ -106,7 +108,8 @@ def test_dit_shared_equals_full_rows(family):
     model = sd_model.forge_objects_original.unet.model.diffusion_model
     first = model.joint_blocks[0].x_block.attn.qkv if family == "sd3" else model.double_blocks[0].img_attn.qkv
     seen = []
-    handle = first.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda m, args: seen.append(args[0].shape[0]) if m is first else None)
     try:
         shared, calls, _ = generate(settings, batch=2, cfg_scale=4.0, family=family, sd_model=sd_model)
     finally:
@@ -117,3 +120,35 @@ def test_dit_shared_equals_full_rows(family):
     plain, _, _ = generate(batch=2, cfg_scale=4.0, family=family)
     assert calls == [6] * 4
     assert_same_arithmetic(shared, full, effect_from=plain)
+
+
+def test_a1111_another_extensions_hook_in_the_prefix_means_full_rows(host, sd15):
+    unet = sd15.model.diffusion_model
+    seen = []
+    foreign = unet.input_blocks[4][0].register_forward_hook(lambda m, args, out: seen.append(out.shape[0]))
+    try:
+        run(host, sd15, [{"enabled": True, "layers": "mid"}])
+    finally:
+        foreign.remove()
+    assert seen == [3] * 4   # the SEG rows went through the hooked block: no sharing
+
+
+@pytest.mark.parametrize("flavor", ["forge", "reforge"])
+def test_forge_another_extensions_patch_means_full_rows_and_token_merging_does_not(flavor):
+    from lib_seg.params import SegSettings
+    from test_forge import generate, world
+    seen = []
+
+    def recording_patch(q, k, v, extra_options):
+        seen.append(q.shape[0])
+        return q, k, v
+    recording_patch.__name__ = "another_extensions_attn1_patch"
+    sd_model, patcher = world(flavor)
+    patcher.set_model_attn1_patch(recording_patch)
+    sd_model.forge_objects_after_applying_lora.unet = sd_model.forge_objects.unet = patcher
+    generate(flavor, SegSettings(enabled=True, layers="mid"), sd_model=sd_model)
+    assert set(seen) == {3}   # every attention call held the SEG row: full rows
+    assert prefix.foreign_patches({"transformer_options": {"patches": {"attn1_patch": [recording_patch]}}})
+    from forge_stand_in.tomesd import TomePatcher
+    merged = TomePatcher().patch(world(flavor)[1], 0.5)
+    assert prefix.foreign_patches({"transformer_options": {"patches": merged.model_options["transformer_options"]["patches"]}}) is None

@@ -461,8 +461,10 @@ class ForgeAdapter:
         patch = SegPatch(settings, self.attention(), progress=lambda: _denoiser_progress(p))
         registry = HookRegistry("seg-forge")
         try:
+            blocked = prefix.foreign_patches(unet.model_options)
             registry.replace(forge_objects, "unet", patch.apply(unet, selected))
-            prefix.install(registry, diffusion_model, prefix.unet_prefix(diffusion_model, selected), patch.copies)
+            prefix.install(registry, diffusion_model, prefix.unet_prefix(diffusion_model, selected), patch.copies,
+                           blocked, check_hooks=False)
             self._guard_sampler(p, registry)
             self._follow_refiner(p, registry, patch)
         except Exception:
@@ -483,7 +485,7 @@ class ForgeAdapter:
         try:
             dit_patches.install(registry, diffusion_model, blocks, settings.mode, settings.sigma, lambda: patch.call)
             prefix.install(registry, diffusion_model, prefix.dit_prefix(dit.dit_blocks(diffusion_model), blocks),
-                           patch.copies)
+                           patch.copies, prefix.foreign_patches(unet.model_options), check_hooks=False)
             registry.replace(forge_objects, "unet", patch.apply(unet))
             self._guard_sampler(p, registry)
         except dit_patches.Unsupported as why:
@@ -552,9 +554,10 @@ class ForgeAdapter:
             print(f"{_PREFIX} SEG ends at the refiner switch: {error}")
             p.extra_generation_params[REFINER_KEY] = "off"
             return
+        blocked = prefix.foreign_patches(unet.model_options)
         registry.replace(forge_objects, "unet", patch.apply(unet, selected))
         prefix.install(registry, unet.model.diffusion_model, prefix.unet_prefix(unet.model.diffusion_model, selected),
-                       patch.copies)
+                       patch.copies, blocked, check_hooks=False)
         p.extra_generation_params[REFINER_KEY] = "on"
 
     def stop(self, p=None):
