@@ -27,6 +27,7 @@ import torch
 from . import layers as _layers, oseg
 from .attention import SHORTCUT_MIN_TOKENS
 from .blur import blur_queries
+from .session import has_rows
 
 _BLOCK = re.compile(r"(?:^|\.)(double_blocks|joint_blocks|single_blocks)\.(\d+)$")
 _KIND = {"double_blocks": "joint", "joint_blocks": "joint", "single_blocks": "single"}
@@ -109,13 +110,6 @@ def patch_grid(latent_hw, patch_size=2):
     return -(-h // patch_size), -(-w // patch_size)
 
 
-def has_rows(rows):
-    """Whether `rows` (a slice or a LongTensor of row indices) names any row."""
-    if isinstance(rows, slice):
-        return rows.stop > rows.start
-    return rows is not None and rows.numel() > 0
-
-
 def perturbed_attention(attend, q, k, v, seg, image, grid, mode, sigma, shortcut=True):
     """Joint attention of one call with the guidance rows ``seg`` perturbed (a slice; OSEG: also a LongTensor,
     as it perturbs the uncond rows too).
@@ -125,7 +119,7 @@ def perturbed_attention(attend, q, k, v, seg, image, grid, mode, sigma, shortcut
     are the generated image, on ``grid`` (h, w) row-major. mode "blur": those rows' image queries blurred by
     sigma (inf: their mean); "identity": those rows' image tokens output their own value. Other modes and calls
     without guidance rows attend unchanged."""
-    if seg is None or not has_rows(seg) or mode not in ("blur", "identity", "orthogonal"):
+    if not has_rows(seg) or mode not in ("blur", "identity", "orthogonal"):
         return attend(q, k, v)
     if mode == "orthogonal":  # the image queries' part orthogonal to the head's mean key, blurred
         perturbed = q.clone()

@@ -30,8 +30,22 @@ class CallRows:
     def has_seg(self):
         return self.seg.stop > self.seg.start
 
+    @property
+    def perturbed(self):
+        """The rows whose attention is perturbed: here the slice ``seg`` (OSEG's uncond rows are part of it)."""
+        return self.seg
+
     def grid(self, n_tokens):
         return token_grid(self.latent_hw, n_tokens)
+
+
+def has_rows(rows, n_rows=None):
+    """Whether `rows` (a slice, a LongTensor of row indices, or None) names any row (of a call of n_rows rows)."""
+    if rows is None:
+        return False
+    if isinstance(rows, slice):
+        return rows.start < rows.stop and (n_rows is None or rows.stop <= n_rows)
+    return rows.numel() > 0 and (n_rows is None or int(rows.max()) < n_rows)
 
 
 def _copies_in(copies, start, stop):

@@ -22,6 +22,7 @@ import inspect
 import sys
 
 from .. import dit
+from ..session import has_rows
 
 
 class Unsupported(Exception):
@@ -70,8 +71,7 @@ def _block_forward(module, block, marked, mode, current_call):
 
     def forward(*args, **kwargs):
         call = current_call()
-        rows = None if call is None else getattr(call, "perturbed", call.seg)
-        if rows is None or not dit.has_rows(rows):
+        if call is None or not has_rows(call.perturbed):
             return original(*args, **kwargs)
         if mode == "skip":
             return dit.skip_rows(original(*args, **kwargs), _hidden_inputs(module, block, args, kwargs), call.seg)
@@ -105,11 +105,6 @@ def _text_tokens(module, block, args, kwargs, call):
     return int(text.shape[1]) if text is not None else 0
 
 
-def _rows(call):
-    """The rows of the call whose attention is perturbed (OSEG: the uncond rows too)."""
-    return getattr(call, "perturbed", call.seg)
-
-
 def _image_tokens(marked, n_tokens):
     """(image slice, grid) of an attention call of the marked block."""
     grid = dit.patch_grid(marked.current.latent_hw)
@@ -127,7 +122,7 @@ def _flux_attention_function(original, marked, mode, sigma):
         def attend(q_, k_, v_):
             return original(q_, k_, v_, heads, *args, **kwargs)
 
-        return dit.perturbed_attention(attend, q, k, v, _rows(marked.current), image, grid, mode, sigma)
+        return dit.perturbed_attention(attend, q, k, v, marked.current.perturbed, image, grid, mode, sigma)
 
     return attention_function
 
@@ -146,7 +141,7 @@ def _sd3_attention(original, marked, mode, sigma):
                             *args, **kwargs)
 
         image, grid = _image_tokens(marked, q.shape[1])
-        return dit.perturbed_attention(attend, split(q), split(k), split(v), _rows(marked.current), image, grid,
+        return dit.perturbed_attention(attend, split(q), split(k), split(v), marked.current.perturbed, image, grid,
                                        mode, sigma)
 
     return attention

@@ -39,6 +39,7 @@ from ..grid import token_grid
 from ..guidance import rescale_denoised, sampler_step, step_is_active, weighted_seg_term
 from ..hooks import HookRegistry
 from ..params import SegParamError
+from ..session import has_rows
 from . import REFINER_KEY, dit_patches, neighbours
 
 # transformer_options key: the SEG rows (a slice of the UNet call's batch) of the current call.
@@ -74,15 +75,6 @@ class ModelCall:
     def __post_init__(self):
         if self.perturbed is None:
             object.__setattr__(self, "perturbed", self.seg)
-
-
-def has_rows(rows, n_rows):
-    """Whether `rows` (a slice, a LongTensor of row indices, or None) names rows of a call of n_rows rows."""
-    if rows is None:
-        return False
-    if isinstance(rows, slice):
-        return rows.start < rows.stop <= n_rows
-    return rows.numel() > 0 and int(rows.max()) < n_rows
 
 
 def _text_tokens(c):
