@@ -14,9 +14,10 @@ import pytest
 
 from fake_webui import MODELS, FakeConfig, FakeWebUI
 from lib_seg import selfcheck
+from lib_seg.selfcheck import images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.path.join(ROOT, "lib_seg", "selfcheck.py")
+SOURCE = os.path.join(ROOT, "lib_seg", "selfcheck")  # the package's folder: `python lib_seg/selfcheck` runs it
 
 
 def run(config=None, *extra, capsys=None):
@@ -219,7 +220,7 @@ def test_the_png_decoder_covers_every_filter_type():
 
 
 def test_a_jpeg_without_pillow_is_explained(monkeypatch):
-    monkeypatch.setattr(selfcheck, "_PIL_Image", None)
+    monkeypatch.setattr(images, "_PIL_Image", None)
     with pytest.raises(selfcheck.ImageError, match="install Pillow"):
         selfcheck.decode_image(base64.b64encode(b"\xff\xd8\xff\xe0JFIF").decode())
 
@@ -229,15 +230,15 @@ def test_statistics_with_and_without_numpy(monkeypatch):
     b = selfcheck.Pixels(2, 2, bytes([10, 10, 10, 11, 10, 10, 10, 10, 13, 40, 40, 40]))
     expected = {"identical": False, "mean_abs": (1 + 3 + 90) / 12, "changed": 0.5}
     assert selfcheck.compare(a, b) == pytest.approx(expected)
-    monkeypatch.setattr(selfcheck, "_np", None)
+    monkeypatch.setattr(images, "_np", None)
     assert selfcheck.compare(a, b) == pytest.approx(expected)
     assert selfcheck.compare(a, a)["identical"] and not selfcheck.changes(selfcheck.compare(a, a))
     assert selfcheck.compare(a, selfcheck.Pixels(1, 4, a.rgb))["mean_abs"] is None
 
 
 def test_the_whole_run_without_pillow_and_numpy(capsys, monkeypatch):
-    monkeypatch.setattr(selfcheck, "_PIL_Image", None)
-    monkeypatch.setattr(selfcheck, "_np", None)
+    monkeypatch.setattr(images, "_PIL_Image", None)
+    monkeypatch.setattr(images, "_np", None)
     status, record, _, _ = run(FakeConfig(), capsys=capsys)
     assert status == 0 and record["client"] == {**record["client"], "pillow": False, "numpy": False}
 
@@ -256,19 +257,34 @@ def test_it_restates_the_extensions_names():
         params.settings_from_args(selfcheck.SEG_BAD_SIGMA)
 
 
+def _package_sources():
+    for folder, _, files in os.walk(SOURCE):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                yield path, open(path, encoding="utf-8").read()
+
+
 def test_python_38_syntax_and_standard_library_only():
-    source = open(SOURCE, encoding="utf-8").read()
-    tree = ast.parse(source, feature_version=(3, 8))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "a relative import would break `python lib_seg/selfcheck.py`"
-            imported.add(node.module.split(".")[0])
+    imported, own = set(), set()
+    sources = list(_package_sources())
+    assert len(sources) > 5
+    for path, source in sources:
+        tree = ast.parse(source, feature_version=(3, 8))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path}: a relative import would break `python lib_seg/selfcheck`"
+                names = [node.module]
+            else:
+                continue
+            own.update(n for n in names if n.split(".")[0] == "lib_seg")
+            imported.update(n.split(".")[0] for n in names if n.split(".")[0] != "lib_seg")
+        for newer in (".removeprefix(", ".removesuffix(", "match ", "functools.cache(", "zip(strict"):
+            assert newer not in source, path
     assert imported - set(sys.stdlib_module_names) == {"PIL", "numpy"}
-    for newer in (".removeprefix(", ".removesuffix(", "match ", "functools.cache(", "zip(strict"):
-        assert newer not in source
+    assert all(n.startswith("lib_seg.selfcheck") for n in own), own  # nothing else of lib_seg (torch) comes in
 
 
 def test_it_runs_as_a_file_and_as_a_module_without_torch_or_gradio():
