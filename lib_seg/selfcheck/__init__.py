@@ -3,9 +3,10 @@
     python -m lib_seg.selfcheck --url http://127.0.0.1:7860 [--checkpoint NAME] [--size 128] [--steps 6] [--json]
     python lib_seg/selfcheck --url ...               (the same, from a checkout: the folder runs too)
 
-Drives AUTOMATIC1111 1.9/1.10, Forge or reForge started with ``--api`` and prints one PASS/FAIL/SKIP line per
-check (the README's "Self-check against your WebUI" says what each means). Exit status: 0 when nothing
-failed, 1 when a check failed, 2 when the checks could not run at all (server down, API off, bad option).
+Drives AUTOMATIC1111 1.9/1.10, Forge or reForge started with ``--api`` and prints one PASS/FAIL/WARN/SKIP line
+per check (the README's "Self-check against your WebUI" says what each means; WARN: another extension's doing).
+Exit status: 0 when nothing failed, 1 when a check failed, 2 when the checks could not run at all (server
+down, API off, bad option).
 
 Runs in any Python 3.8+ outside the WebUI: standard library only; Pillow and numpy are used when present.
 It imports nothing from the WebUI or from the rest of lib_seg.

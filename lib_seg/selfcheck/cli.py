@@ -40,7 +40,8 @@ class Report:
 
     def summary(self, record):
         counts = record["summary"]
-        self.emit(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped "
+        warned = f", {counts['WARN']} warned (other extensions)" if counts["WARN"] else ""
+        self.emit(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped{warned} "
                   f"in {counts['seconds']:.0f} s")
 
 

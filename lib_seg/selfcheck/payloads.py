@@ -8,6 +8,10 @@ SEG_API_NAME = "smoothed energy guidance (seg)"
 SEG_ARG_NAMES = ("enabled", "scale", "sigma", "layers", "start", "end", "rescale")
 SEG_SIGMA_AXIS = "SEG sigma"    # the X/Y/Z axis label (lib_seg.params label of "sigma")
 XYZ_SCRIPT = "x/y/z plot"       # the X/Y/Z plot script's API name in all three hosts
+# The perturbation control's label and its PAG choice's label, as /sdapi/v1/script-info advertises them
+# (lib_seg.params: label and choice_labels of "mode").
+PERTURBATION_LABEL = "SEG perturbation"
+PAG_LABEL = "Identity attention (PAG)"
 
 PROMPT = "a lighthouse on a rocky coast at sunset, photograph"
 NEGATIVE = "blurry"
@@ -21,7 +25,10 @@ SEG_ON_NAMED = [dict(zip(SEG_ARG_NAMES, SEG_ON))]
 SEG_OFF = [False]
 # Named fields added after the first seven (lib_seg.params: mode, hires, hr_*), sent by name only.
 SEG_PAG_NAMED = [dict(SEG_ON_NAMED[0], mode="identity")]
-SEG_HIRES_OWN_NAMED = [dict(SEG_ON_NAMED[0], hires="own", hr_scale=3, hr_sigma=1, hr_layers="mid")]
+# The hires pass's own settings: sigma 1 on every layer, far enough from the first pass's (sigma inf, mid) to
+# change the image even where the host runs its hires pass at CFG 1 (Forge's Hires CFG default): sigma 1 on the
+# middle block alone changed under 0.1 % of the pixels there.
+SEG_HIRES_OWN_NAMED = [dict(SEG_ON_NAMED[0], hires="own", hr_scale=3, hr_sigma=1, hr_layers="all")]
 SEG_BAD_SIGMA = [True, 3, -1, "mid"]
 LAYER_PROBE = "m0.99"     # a transformer no model has: the refusal lists the model's layout
 XYZ_SIGMAS = ["1", "inf"]

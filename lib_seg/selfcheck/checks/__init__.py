@@ -17,6 +17,7 @@ CHECKS = (
     ("img2img", generation.check_img2img),
     ("X/Y/Z sweep over SEG sigma", xyz.check_xyz),
     ("PAG mode (identity attention)", modes.check_pag),
+    ("choices as script-info advertises them", modes.check_labels),
     ("hires pass with own settings", modes.check_hires_own),
     ("no SEG after SEG runs: bit-identical", basics.check_after),
 )

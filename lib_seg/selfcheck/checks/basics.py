@@ -1,5 +1,6 @@
 """The extension is there, changes the image, reproduces it from infotext and named args, refuses a bad
 value, and leaves nothing behind."""
+from lib_seg.selfcheck.checks.replays import excuse, replay_difference
 from lib_seg.selfcheck.images import NO_EFFECT, changes, compare, describe_difference
 from lib_seg.selfcheck.payloads import SEG_API_NAME, SEG_ARG_NAMES, SEG_BAD_SIGMA, SEG_ON_NAMED
 
@@ -45,6 +46,9 @@ def check_infotext(sc):
     detail = f"differs from the SEG image: {describe_difference(stats)}"
     if compare(sc.base().images[0], again.images[0])["identical"]:
         detail += " (identical to the image without SEG: SEG was not restored)"
+    _, gained = replay_difference(seg, again)
+    if gained:
+        return "WARN", excuse(detail, gained), {"difference": stats, "gained_keys": gained}
     return "FAIL", detail, {"difference": stats}
 
 
