@@ -43,6 +43,15 @@ SEG_DEFAULTS = (False, 3.0, "inf", "mid", 0.0, 1.0, 0.0, "blur", "same", 3.0, "i
 SEG_LABELS = (SEG_TITLE, "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale",
               "SEG perturbation", "SEG hires pass", "SEG hires scale", "SEG hires sigma", "SEG hires layers",
               "SEG hires perturbation")
+# What script-info advertises as a Radio's choices: its labels (A1111 1.10.1 and Forge, /work/shared/HOSTS.md);
+# label -> value
+SEG_RADIO_LABELS = {"mode": {"Smoothed energy (SEG)": "blur", "Identity attention (PAG)": "identity"},
+                    "hires": {"Same as first pass": "same", "Own settings": "own", "No SEG": "off"},
+                    "hr_mode": {"Smoothed energy (SEG)": "blur", "Identity attention (PAG)": "identity"}}
+# Infotext keys of another extension that switches itself on for every request with `infotext` (seen in real
+# Forge dfdcbab6 with sd-perturbed-attention 904319b: its SWG, /work/shared/HOSTS.md)
+NEIGHBOUR_KEYS = {"swg": {"swg_enabled": True, "swg_scale": 5.0, "swg_tile_width": 768, "swg_tile_height": 768,
+                          "swg_tile_overlap": 256}}
 # infotext key -> field, for the keys this fake writes and pastes (lib_seg.params: mode and the hires keys only
 # when they are not the default)
 SEG_INFOTEXT = {"SEG scale": "scale", "SEG sigma": "sigma", "SEG layers": "layers", "SEG mode": "mode",
@@ -79,6 +88,9 @@ class FakeConfig:
     hires_override_used: bool = True  # False: the hires pass runs the first pass's settings whatever "hires" says
     seg_effect: str = "full"       # "full": a new image; "round_off": every value moved by one level (what fp32
                                    # round-off can do); "weak": 1 pixel in 400 moved by 5 levels
+    hires_override_weak: bool = False  # True: the hires pass's own settings move every value by one level only
+    labels_accepted: bool = True   # False: a choice's label (what script-info advertises) is refused, as before 22.6
+    neighbour: str = ""            # "swg": another extension switches itself on for infotext requests (NEIGHBOUR_KEYS)
     model: str = MODELS[0]["title"]
     requests: list = field(default_factory=list)
     leaked: bool = False
@@ -135,7 +147,7 @@ def _sigma(values, name):
     return "%g" % sigma
 
 
-def seg_settings(args):
+def seg_settings(args, labels_accepted=True):
     """{name: value} from the script's args slice; raises HttpError naming the field (like SegParamError)."""
     if args and isinstance(args[0], dict):
         values = dict(zip(SEG_NAMES, SEG_DEFAULTS))
@@ -148,6 +160,9 @@ def seg_settings(args):
         values[name] = float(values[name])
     for name, accepted in (("mode", ("blur", "identity")), ("hr_mode", ("blur", "identity")),
                            ("hires", ("same", "own", "off"))):
+        if labels_accepted and isinstance(values[name], str):  # a label, any case, means its value
+            by_label = {label.lower(): value for label, value in SEG_RADIO_LABELS[name].items()}
+            values[name] = by_label.get(values[name].lower(), values[name])
         if values[name] not in accepted:
             raise HttpError(0, f"SEG ({name}): got {values[name]!r}; accepted: {', '.join(accepted)}",
                             "SegParamError")
@@ -253,6 +268,9 @@ class FakeWebUI:
         for img2img in (False, True):
             if self.config.seg_installed:
                 args = [{"label": label, "value": value} for label, value in zip(SEG_LABELS, SEG_DEFAULTS)]
+                for arg, name in zip(args, SEG_NAMES):
+                    if name in SEG_RADIO_LABELS:
+                        arg["choices"] = list(SEG_RADIO_LABELS[name])
                 out.append({"name": SEG_TITLE.lower(), "is_alwayson": True, "is_img2img": img2img, "args": args})
             args = []
             for label in self.xyz_labels():
@@ -329,13 +347,14 @@ class FakeWebUI:
             if script_name != "x/y/z plot":
                 raise HttpError(422, f"Script '{request['script_name']}' not found")
             return self.xyz(fields, seg_args, request.get("script_args") or [], init)
-        return self.generate(fields, seg_args, init)
+        neighbour = NEIGHBOUR_KEYS.get(cfg.neighbour) if request.get("infotext") else None
+        return self.generate(fields, seg_args, init, neighbour)
 
     def seg_for(self, seg_args):
         """Validated SEG values, or None when SEG is off; bad values raise (the extension's refusal)."""
         if not self.config.seg_installed:
             return None
-        seg = seg_settings(seg_args)
+        seg = seg_settings(seg_args, self.config.labels_accepted)
         if not seg["enabled"] or seg["scale"] == 0:
             return None
         check_layers(seg["layers"], self.model["layout"])
@@ -357,14 +376,17 @@ class FakeWebUI:
                    "sampler": fields["sampler_name"], "prompt": fields["prompt"], "hr": fields["enable_hr"],
                    "init": init, "denoise": fields["denoising_strength"] if init or fields["enable_hr"] else None,
                    "model": cfg.model}
+            same_hires = None
             if seg is not None and not cfg.seg_ignored and (cfg.hires_keeps_seg or not fields["enable_hr"]):
                 used = dict(seg) if cfg.mode_used else dict(seg, mode="blur", hr_mode="blur")
                 key["seg"] = {k: used[k] for k in ("scale", "sigma", "layers", "mode", "start", "end", "rescale")}
                 if fields["enable_hr"]:
-                    key["seg_hires"] = (hires_pass_settings(used) if cfg.hires_override_used
-                                        else hires_pass_settings(dict(used, hires="same")))
+                    same_hires = hires_pass_settings(dict(used, hires="same"))
+                    key["seg_hires"] = hires_pass_settings(used) if cfg.hires_override_used else same_hires
             elif cfg.leaked:
                 key["leak"] = True
+            if extra_key:  # another extension's doing: its keys in the infotext, its effect on the pixels
+                key["neighbour"] = extra_key
             params = {"Steps": fields["steps"], "Sampler": fields["sampler_name"],
                       "CFG scale": "%g" % float(fields["cfg_scale"]), "Seed": seed, "Size": first_pass,
                       "Model hash": self.model["hash"], "Model": self.model["model_name"]}
@@ -373,12 +395,17 @@ class FakeWebUI:
                                "Hires upscale": "%g" % float(fields["hr_scale"])})
             if seg is not None:
                 params.update(seg_infotext(seg, fields["enable_hr"]))
+            params.update(extra_key or {})
             params["Version"] = "v1.10.1"
             text = (f"{fields['prompt']}\nNegative prompt: {fields['negative_prompt']}\n"
                     + ", ".join(f"{k}: {v}" for k, v in params.items()))
-            if "seg" in key and cfg.seg_effect != "full":
-                plain = bytearray(pixels({k: v for k, v in key.items() if k != "seg"}, width, height))
-                step, delta = (1, 1) if cfg.seg_effect == "round_off" else (400 * 3, 5)
+            weak_hires = cfg.hires_override_weak and key.get("seg_hires", same_hires) != same_hires
+            if "seg" in key and cfg.seg_effect != "full" or weak_hires:
+                if weak_hires:  # the first pass's settings' image, every value moved by one level
+                    plain = bytearray(pixels(dict(key, seg_hires=same_hires), width, height))
+                else:
+                    plain = bytearray(pixels({k: v for k, v in key.items() if k != "seg"}, width, height))
+                step, delta = (1, 1) if weak_hires or cfg.seg_effect == "round_off" else (400 * 3, 5)
                 for i in range(0, len(plain), step):
                     plain[i] = plain[i] + delta if plain[i] + delta <= 255 else plain[i] - delta
                 rgb = bytes(plain)

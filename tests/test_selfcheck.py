@@ -14,9 +14,10 @@ import pytest
 
 from fake_webui import MODELS, FakeConfig, FakeWebUI
 from lib_seg import selfcheck
+from lib_seg.selfcheck import images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.path.join(ROOT, "lib_seg", "selfcheck.py")
+SOURCE = os.path.join(ROOT, "lib_seg", "selfcheck")  # the package's folder: `python lib_seg/selfcheck` runs it
 
 
 def run(config=None, *extra, capsys=None):
@@ -219,7 +220,7 @@ def test_the_png_decoder_covers_every_filter_type():
 
 
 def test_a_jpeg_without_pillow_is_explained(monkeypatch):
-    monkeypatch.setattr(selfcheck, "_PIL_Image", None)
+    monkeypatch.setattr(images, "_PIL_Image", None)
     with pytest.raises(selfcheck.ImageError, match="install Pillow"):
         selfcheck.decode_image(base64.b64encode(b"\xff\xd8\xff\xe0JFIF").decode())
 
@@ -229,15 +230,15 @@ def test_statistics_with_and_without_numpy(monkeypatch):
     b = selfcheck.Pixels(2, 2, bytes([10, 10, 10, 11, 10, 10, 10, 10, 13, 40, 40, 40]))
     expected = {"identical": False, "mean_abs": (1 + 3 + 90) / 12, "changed": 0.5}
     assert selfcheck.compare(a, b) == pytest.approx(expected)
-    monkeypatch.setattr(selfcheck, "_np", None)
+    monkeypatch.setattr(images, "_np", None)
     assert selfcheck.compare(a, b) == pytest.approx(expected)
     assert selfcheck.compare(a, a)["identical"] and not selfcheck.changes(selfcheck.compare(a, a))
     assert selfcheck.compare(a, selfcheck.Pixels(1, 4, a.rgb))["mean_abs"] is None
 
 
 def test_the_whole_run_without_pillow_and_numpy(capsys, monkeypatch):
-    monkeypatch.setattr(selfcheck, "_PIL_Image", None)
-    monkeypatch.setattr(selfcheck, "_np", None)
+    monkeypatch.setattr(images, "_PIL_Image", None)
+    monkeypatch.setattr(images, "_np", None)
     status, record, _, _ = run(FakeConfig(), capsys=capsys)
     assert status == 0 and record["client"] == {**record["client"], "pillow": False, "numpy": False}
 
@@ -254,21 +255,40 @@ def test_it_restates_the_extensions_names():
     assert params.settings_from_args(selfcheck.SEG_ON) == params.settings_from_args(selfcheck.SEG_ON_NAMED)
     with pytest.raises(params.SegParamError, match=r"SEG sigma \(sigma\)"):
         params.settings_from_args(selfcheck.SEG_BAD_SIGMA)
+    from lib_seg.selfcheck import payloads
+    mode = params.PARAM_BY_NAME["mode"]
+    assert payloads.PERTURBATION_LABEL == mode.label
+    assert payloads.PAG_LABEL == mode.choice_labels[mode.choices.index("identity")]
+
+
+def _package_sources():
+    for folder, _, files in os.walk(SOURCE):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                yield path, open(path, encoding="utf-8").read()
 
 
 def test_python_38_syntax_and_standard_library_only():
-    source = open(SOURCE, encoding="utf-8").read()
-    tree = ast.parse(source, feature_version=(3, 8))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "a relative import would break `python lib_seg/selfcheck.py`"
-            imported.add(node.module.split(".")[0])
+    imported, own = set(), set()
+    sources = list(_package_sources())
+    assert len(sources) > 5
+    for path, source in sources:
+        tree = ast.parse(source, feature_version=(3, 8))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path}: a relative import would break `python lib_seg/selfcheck`"
+                names = [node.module]
+            else:
+                continue
+            own.update(n for n in names if n.split(".")[0] == "lib_seg")
+            imported.update(n.split(".")[0] for n in names if n.split(".")[0] != "lib_seg")
+        for newer in (".removeprefix(", ".removesuffix(", "match ", "functools.cache(", "zip(strict"):
+            assert newer not in source, path
     assert imported - set(sys.stdlib_module_names) == {"PIL", "numpy"}
-    for newer in (".removeprefix(", ".removesuffix(", "match ", "functools.cache(", "zip(strict"):
-        assert newer not in source
+    assert all(n.startswith("lib_seg.selfcheck") for n in own), own  # nothing else of lib_seg (torch) comes in
 
 
 def test_it_runs_as_a_file_and_as_a_module_without_torch_or_gradio():
@@ -309,3 +329,82 @@ def test_changes_means_more_than_one_grey_level_on_at_least_a_thousandth_of_the_
     _, record, _, _ = run(FakeConfig(seg_effect="weak"), "--only", "changes", capsys=capsys)
     check = lines(record)["SEG changes the image"]
     assert check["status"] == "PASS" and "0.25 % of pixels changed" in check["detail"], check
+
+
+# ---------------------------------------------------------------- other extensions, advertised labels, hires
+
+REPLAY_LINES = ("infotext reproduces the SEG image", "PAG mode (identity attention)", "hires pass with own settings")
+
+
+def test_another_extension_switched_on_by_infotext_is_a_warn_naming_its_keys(capsys):
+    # sd-perturbed-attention's SWG in real Forge: every infotext request gains its keys and another image
+    status, record, _, out = run(FakeConfig(host="forge", neighbour="swg"), capsys=capsys)
+    assert status == 0, out.err
+    checks = lines(record)
+    for name in REPLAY_LINES:
+        assert checks[name]["status"] == "WARN", checks[name]
+        assert "swg_enabled, swg_scale" in checks[name]["detail"], checks[name]
+        assert "likely sd-perturbed-attention" in checks[name]["detail"] and "not counted against SEG" in checks[name]["detail"]
+    assert {c["status"] for n, c in checks.items() if n not in REPLAY_LINES} == {"PASS"}
+    assert f"{len(checks) - 3} passed, 0 failed, 0 skipped, 3 warned" in out.err
+    assert "infotext reproduces the SEG image      WARN  differs from the SEG image" in out.err
+
+
+def test_a_seg_fault_beside_another_extension_still_fails(capsys):
+    # SEG not restored from infotext: the replay lost SEG's keys, so the neighbour's keys excuse nothing
+    _, record, _, _ = run(FakeConfig(neighbour="swg", infotext_restores_seg=False), capsys=capsys)
+    checks = lines(record)
+    for name in REPLAY_LINES:
+        assert checks[name]["status"] == "FAIL", checks[name]
+    assert "SEG was not restored" in checks["PAG mode (identity attention)"]["detail"]
+    # a fault of the line's own next to an excused replay: FAIL, and the detail says both
+    _, record, _, _ = run(FakeConfig(neighbour="swg", mode_used=False), "--only", "pag", capsys=capsys)
+    pag = lines(record)["PAG mode (identity attention)"]
+    assert pag["status"] == "FAIL" and "the mode was not used" in pag["detail"] and "swg_enabled" in pag["detail"]
+
+
+def test_gained_keys_name_their_extension_and_never_excuse_segs_own():
+    from lib_seg.selfcheck import foreign
+    original = ('a photo\nNegative prompt: blurry\nSteps: 6, Sampler: Euler, Seed: 1, SEG scale: 3, '
+                'SEG layers: "d0-3, m0", Version: v1.10.1')
+    assert foreign.infotext_keys(original) == ["Steps", "Sampler", "Seed", "SEG scale", "SEG layers", "Version"]
+    replay = (original + ', swg_enabled: True, PerturbedAttentionGuidance_scale: 3, SEG Active: True, '
+              'PAG Scale: 3, SEG hires: off, Hires sampler: Euler, Tiling: "a, b"')
+    gained = foreign.gained_keys(original, replay, explained=("Hires sampler",))
+    assert gained == {"swg_enabled": "sd-perturbed-attention", "PerturbedAttentionGuidance_scale": "Forge's built-in PAG",
+                      "SEG Active": "sd-webui-incantations", "PAG Scale": "sd-webui-incantations",
+                      "Tiling": "another extension or the host"}
+    assert foreign.lost_own_keys(original, "a photo\nSteps: 6, Sampler: Euler") == ["SEG scale", "SEG layers"]
+
+
+def test_the_advertised_labels_line_sends_them_positionally(capsys):
+    status, record, config, _ = run(FakeConfig(), "--only", "labels", capsys=capsys)
+    assert status == 0
+    check = lines(record)["choices as script-info advertises them"]
+    assert check["status"] == "PASS" and "bit-identical to the image with mode 'identity'" in check["detail"]
+    assert check["sent"] == {"SEG perturbation": "Identity attention (PAG)", "SEG hires pass": "Same as first pass",
+                             "SEG hires perturbation": "Smoothed energy (SEG)"}
+    sent = [req["alwayson_scripts"][selfcheck.SEG_API_NAME]["args"] for method, _, req in config.requests
+            if method == "POST" and "Identity attention (PAG)" in json.dumps(req.get("alwayson_scripts"))]
+    assert len(sent) == 1 and isinstance(sent[0], list) and sent[0][:8] == selfcheck.SEG_ON + ["Identity attention (PAG)"]
+
+
+def test_a_host_refusing_the_advertised_labels_fails_that_line(capsys):
+    status, record, _, _ = run(FakeConfig(labels_accepted=False), capsys=capsys)
+    assert status == 1
+    failed = {name: c for name, c in lines(record).items() if c["status"] != "PASS"}
+    assert list(failed) == ["choices as script-info advertises them"]
+    detail = failed["choices as script-info advertises them"]["detail"]
+    assert "HTTP 422" in detail and "'Identity attention (PAG)'" in detail
+
+
+def test_a_hires_override_that_barely_changes_the_image_does_not_pass(capsys):
+    # Forge runs the hires pass at Hires CFG 1, where a weak override moved pixels by round-off only: the line
+    # printed PASS with "0 % of pixels changed"; it must meet its own "changes" measure
+    _, record, config, _ = run(FakeConfig(hires_override_weak=True), "--only", "hires_own", capsys=capsys)
+    check = lines(record)["hires pass with own settings"]
+    assert check["status"] == "FAIL" and "0 % of pixels changed: below what counts as a change" in check["detail"]
+    own = [req for method, _, req in config.requests if method == "POST" and req.get("enable_hr")
+           and isinstance(req["alwayson_scripts"][selfcheck.SEG_API_NAME]["args"][0], dict)
+           and req["alwayson_scripts"][selfcheck.SEG_API_NAME]["args"][0].get("hires") == "own"]
+    assert own and own[0]["alwayson_scripts"][selfcheck.SEG_API_NAME]["args"][0]["hr_layers"] == "all"
