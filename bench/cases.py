@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bench.timing import clock, time_callable
-from lib_seg import attention as seg_attention
+from lib_seg import attention as seg_attention, prefix
 from lib_seg.blur import blur_queries
 from lib_seg.denoiser import SegCFGDenoiser
 from lib_seg.grid import token_grid
@@ -41,7 +41,12 @@ VARIANTS = [
     ("seg_nocfg", "SEG without CFG, σ=∞", 2, 1),
     ("pag_batched", "CFG+PAG batched (identity attn.)", 3, 1),
     ("pag_separate", "CFG+PAG separate pass", 3, 2),
+    ("batched_full", "CFG+SEG batched, σ=∞, full rows", 3, 1),
+    ("oseg_batched", f"CFG+OSEG batched, σ={FINITE_SIGMA:g}", 3, 1),
 ]
+# Variants that run every row through every block (the shared prefix off, lib_seg/prefix.py): what the batched
+# step cost before the prefix existed.
+FULL_ROWS = ("batched_full",)
 LABELS = {key: label for key, label, _, _ in VARIANTS}
 CRITERION_SLACK = 1.03
 
@@ -134,6 +139,8 @@ class Bench:
             # PAG: the same rows and layers, identity attention instead of blurred queries
             "pag_batched": (SegSettings(mode="identity", **on), True, False, False),
             "pag_separate": (SegSettings(mode="identity", **on), True, True, False),
+            "batched_full": (SegSettings(sigma=math.inf, **on), True, False, False),
+            "oseg_batched": (SegSettings(sigma=FINITE_SIGMA, mode="orthogonal", **on), True, False, False),
         }
 
     def sync(self):
@@ -161,6 +168,8 @@ class Bench:
                 _, use_cfg, _, unshortcut = self.guided[key]
                 if unshortcut:
                     stack.enter_context(without_infinite_sigma_shortcut())
+                if key in FULL_ROWS:
+                    stack.enter_context(prefix.disabled())
                 model = stack.enter_context(self.model(key))
                 uncond = self.uncond if use_cfg else None
                 call = lambda: model(self.x, self.sigma, cond=self.cond, uncond=uncond)  # noqa: E731

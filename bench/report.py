@@ -56,6 +56,10 @@ def format_table(result):
                      f"{c['pag_batched_over_separate']:.3f}; output batched vs separate max |diff| "
                      f"{r['pag']['batched_vs_separate_max_abs_diff']:.2e} (PAG's own effect: max "
                      f"{r['pag']['pag_effect_max_abs']:.2e})")
+        if "shared_over_full" in c:
+            lines.append(f"shared prefix: batched/CFG {c['batched_over_cfg']:.3f} (goal <= 1.30) vs full rows "
+                         f"{c['full_over_cfg']:.3f}; shared/full {c['shared_over_full']:.3f}; OSEG batched/CFG "
+                         f"{c['oseg_batched_over_cfg']:.3f}")
         b = r["blur"]
         lines.append(f"blur per step: σ={FINITE_SIGMA:g} on selected layers {b['selected_sigma4_s'] * 1e6:.1f} µs "
                      f"= {b['fraction_selected_sigma4'] * 100:.3f}% of the σ={FINITE_SIGMA:g} batched step; σ=∞ mean "
