@@ -90,6 +90,9 @@ def select_blocks(model_or_names, spec: str = _layers.DEFAULT_SPEC, model_name=N
         elif item.preset:
             raise ValueError(f"{_layers.FIELD}: got {item.preset!r}, a UNet preset; accepted: {available}")
         else:
+            if item.prefix not in ("j", "s"):
+                raise ValueError(f"{_layers.FIELD}: got '{item.prefix}{item.first}', not in this model; accepted: "
+                                 f"{available}")
             if item.k_first is not None:
                 raise ValueError(f"{_layers.FIELD}: got {item.text()!r}; a transformer block has no blocks inside "
                                  f"it; accepted: {available}")

@@ -408,3 +408,19 @@ def test_a_hires_override_that_barely_changes_the_image_does_not_pass(capsys):
            and isinstance(req["alwayson_scripts"][selfcheck.SEG_API_NAME]["args"][0], dict)
            and req["alwayson_scripts"][selfcheck.SEG_API_NAME]["args"][0].get("hires") == "own"]
     assert own and own[0]["alwayson_scripts"][selfcheck.SEG_API_NAME]["args"][0]["hr_layers"] == "all"
+
+
+def test_transformer_families_are_named_from_the_extensions_own_refusal():
+    """The self-check's layer probe (m0.99) on a transformer model: the refusal lists its j/s blocks."""
+    from lib_seg import dit
+    from lib_seg.selfcheck.detect import layout_from_refusal
+    from lib_seg.selfcheck.payloads import LAYER_PROBE
+    flux = [f"double_blocks.{i}" for i in range(19)] + [f"single_blocks.{i}" for i in range(38)]
+    sd3 = [f"joint_blocks.{i}" for i in range(24)]
+    for names, model, layout, family in ((flux, "IntegratedFluxTransformer2DModel", "j0-j18, s0-s37", "Flux/Chroma"),
+                                         (sd3, "SD3", "j0-j23", "SD3/SD3.5 MMDiT")):
+        with pytest.raises(ValueError) as refused:
+            dit.select_blocks(names, LAYER_PROBE, model)
+        assert "'m0', not in this model" in str(refused.value)
+        found = layout_from_refusal(f"SEG: {refused.value}")
+        assert (found["layout"], found["family"]) == (layout, family)

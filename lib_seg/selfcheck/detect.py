@@ -30,9 +30,27 @@ def detect_host(options, xyz_entry):
     return found
 
 
+def _transformer_family(text):
+    """A transformer model's refusal lists its joint (j) and single-stream (s) blocks: Flux and Chroma have
+    19 + 38, SD3/SD3.5 joint blocks only."""
+    found = re.search(r"has (j0[^()]*?)\s*\(presets", text)
+    if not found:
+        return None
+    layout = found.group(1).strip().rstrip(",")
+    if ", s0-" in layout:
+        family = "Flux/Chroma" if layout == "j0-j18, s0-s37" else "Flux/Chroma-like DiT (a reduced test size)"
+    else:
+        family = "SD3/SD3.5 MMDiT"
+    return {"layout": layout, "middle_transformers": None, "family": family}
+
+
 def layout_from_refusal(text):
     """The UNet layout named in the extension's refusal of a layer the model lacks (it lists the blocks the
-    loaded model has, and the transformers of m0), and the model family that layout means."""
+    loaded model has, and the transformers of m0), and the model family that layout means; for transformer
+    models (Flux, Chroma, SD3) their joint and single-stream blocks."""
+    dit = _transformer_family(text)
+    if dit is not None:
+        return dit
     blocks = re.search(r"has (d0[^()]*?)\)?\s*$", text) or re.search(r"has (d0[^()]*)", text)
     middle = re.search(r"transformers (m0\.[0-9]+(?:-[0-9]+)?)", text)
     layout = blocks.group(1).strip() if blocks else None
