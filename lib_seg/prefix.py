@@ -77,14 +77,17 @@ def dit_prefix(blocks, selected):
     return prefix
 
 
-def _rows(value, keep, n):
-    """`value` with only the rows `keep` of every per-row tensor (first dimension n), containers walked."""
+def _rows(value, seg, n):
+    """`value` without the rows `seg` (a slice) of every per-row tensor (first dimension n), containers walked.
+    Two slices and a cat: no index tensors, so no host-to-device copies on a GPU."""
     if isinstance(value, torch.Tensor):
-        return value[keep] if value.dim() > 0 and value.shape[0] == n else value
+        if value.dim() == 0 or value.shape[0] != n:
+            return value
+        return value[:seg.start] if seg.stop >= n else torch.cat([value[:seg.start], value[seg.stop:]])
     if isinstance(value, (list, tuple)):
-        return type(value)(_rows(v, keep, n) for v in value)
+        return type(value)(_rows(v, seg, n) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _rows(getattr(value, f.name), keep, n)
+        return dataclasses.replace(value, **{f.name: _rows(getattr(value, f.name), seg, n)
                                              for f in dataclasses.fields(value)})
     return value  # dicts (transformer_options) are the host's own state: passed as they are
 
@@ -96,21 +99,21 @@ def _assemble(out, copies, n):
         return type(out)(_assemble(o, copies, n) for o in out)
     if not isinstance(out, torch.Tensor):
         return out
-    seg = copies.seg
+    seg, source = copies.seg, copies.source
     width = seg.stop - seg.start
-    source = copies.source
-    if isinstance(source, slice):
-        source = torch.arange(source.start, source.stop, device=out.device)
-    shifted = torch.where(source >= seg.stop, source - width, source)
-    return torch.cat([out[:seg.start], out[shifted], out[seg.start:]])
+    if isinstance(source, slice):  # A1111's layout: the sources lie wholly before or after the copies
+        start = source.start if source.start < seg.start else source.start - width
+        taken = out[start:start + width]
+    else:
+        taken = out[torch.where(source >= seg.stop, source - width, source)]
+    return torch.cat([out[:seg.start], taken, out[seg.start:]])
 
 
 def shared_forward(forward, args, kwargs, n_rows, copies):
     """forward(*args, **kwargs) of a call of n_rows rows, computed without the copy rows and completed by copying
     their sources' outputs: exactly what the full rows give, since a copy's inputs are its source's."""
     seg = copies.seg
-    keep = torch.cat([torch.arange(0, seg.start), torch.arange(seg.stop, n_rows)])
-    out = forward(*_rows(args, keep, n_rows), **{k: _rows(v, keep, n_rows) for k, v in kwargs.items()})
+    out = forward(*_rows(args, seg, n_rows), **{k: _rows(v, seg, n_rows) for k, v in kwargs.items()})
     return _assemble(out, copies, n_rows)
 
 
