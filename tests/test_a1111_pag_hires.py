@@ -1,8 +1,9 @@
 """Identity-attention mode (PAG) and the hires-fix override on the A1111 1.10.1 stand-in, through the entry
 script (scripts/seg.py), on real ldm UNets and k-diffusion's Euler sampler.
 
-Batched-vs-separate comparisons run in float64 with the bound of tests/precision.py (a module fixture);
-each also asserts an effect above EFFECT of the scale.
+Batched-vs-separate comparisons run in float64 with the bound of tests/precision.py (the in_float64 fixture and
+the float64 model sd15_64); each also asserts an effect above EFFECT of the scale. The other checks compare bit
+for bit or count rows, which holds in any dtype: they run in float32, at a quarter of the cost.
 """
 import pytest
 import torch
@@ -15,11 +16,18 @@ from test_a1111_pass import run
 EFFECT = 5e-3
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture
 def in_float64():
     """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
     with float64():
         yield
+
+
+@pytest.fixture(scope="module")
+def sd15_64():
+    """The SD1.5-like model built in float64, for the tests that use in_float64."""
+    with float64():
+        return H.sd_model()
 
 
 @pytest.fixture(autouse=True)
@@ -74,32 +82,32 @@ def _two_images():
 
 @pytest.mark.parametrize("layers", ["mid", "d0-3, u4"])
 @pytest.mark.parametrize("batch_cond_uncond", [True, False])
-def test_identity_mode_equals_separate_hooked_pass(host, sd15, layers, batch_cond_uncond):
+def test_identity_mode_equals_separate_hooked_pass(host, in_float64, sd15_64, layers, batch_cond_uncond):
     """Batch 2; batch_cond_uncond off evaluates chunks of B rows, the middle chunk all PAG rows."""
     from modules import shared
     shared.opts.batch_cond_uncond = batch_cond_uncond
     c, uc, c_rows, uc_rows = _two_images()
     args = {"enabled": True, "scale": 2.5, "layers": layers, "mode": "identity"}
-    got, calls, p = run(host, sd15, [args], c, uc, batch_size=2)
+    got, calls, p = run(host, sd15_64, [args], c, uc, batch_size=2)
     assert calls == ([6] if batch_cond_uncond else [2, 2, 2]) * 4
     assert p.extra_generation_params["SEG mode"] == "identity"
-    ref = identity_reference(sd15, c_rows, uc_rows, layers, 2.5, seeds=(1, 2))
+    ref = identity_reference(sd15_64, c_rows, uc_rows, layers, 2.5, seeds=(1, 2))
     assert_same_arithmetic(got, ref)
-    blur, _, _ = run(host, sd15, [{**args, "mode": "blur", "sigma": "inf"}], c, uc, batch_size=2)
-    plain, _, _ = run(host, sd15, [False], c, uc, batch_size=2)
+    blur, _, _ = run(host, sd15_64, [{**args, "mode": "blur", "sigma": "inf"}], c, uc, batch_size=2)
+    plain, _, _ = run(host, sd15_64, [False], c, uc, batch_size=2)
     assert_effect(got, plain, EFFECT)
     assert_effect(got, blur, EFFECT)
 
 
-def test_identity_mode_at_cfg_1(host, sd15):
+def test_identity_mode_at_cfg_1(host, in_float64, sd15_64):
     c, uc, c_rows, uc_rows = _two_images()
     args = [{"enabled": True, "scale": 3.0, "layers": "all", "mode": "identity"}]
-    got, calls, _ = run(host, sd15, args, c, uc, batch_size=2, cfg_scale=1.0)
+    got, calls, _ = run(host, sd15_64, args, c, uc, batch_size=2, cfg_scale=1.0)
     assert calls == [6] * 4
-    assert_same_arithmetic(got, identity_reference(sd15, c_rows, uc_rows, "all", 3.0, cfg=1.0, seeds=(1, 2)))
+    assert_same_arithmetic(got, identity_reference(sd15_64, c_rows, uc_rows, "all", 3.0, cfg=1.0, seeds=(1, 2)))
 
 
-def test_identity_mode_sdxl_layout(host):
+def test_identity_mode_sdxl_layout(host, in_float64):
     model = H.sd_model("sdxl")
     c, uc = H.sdxl_conds([[(1, 1.0)], [(3, 1.0)]], [2, 4])
 

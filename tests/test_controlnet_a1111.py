@@ -23,14 +23,22 @@ MODES = [CN.BALANCED, CN.PROMPT, CN.CONTROL]
 # float64, bounded by REL64 of the scale (tests/precision.py). The guided step adds s * (cond - seg) with both
 # terms carrying that error, and the reference run carries it once more: (1 + 2 s) * REL64 with s = 10.
 # Every effect asserted (ControlNet's, SEG's, a SEG row left without control) exceeds MIN_EFFECT of the scale.
+# The checks that compare bit for bit, count rows or assert such an effect hold in any dtype: float32.
 TOLERANCE = (1 + 2 * 10) * REL64
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture
 def in_float64():
     """The no-blur comparisons evaluate the same arithmetic in two orders: float64 (tests/precision.py)."""
     with float64():
         yield
+
+
+@pytest.fixture(scope="module")
+def sd15_64():
+    """The SD1.5-like model built in float64, for the tests that use in_float64."""
+    with float64():
+        return H.sd_model()
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +51,13 @@ def clean_state(host):
 @pytest.fixture(scope="module")
 def nets(sd15):
     return TinyControlNet(sd15.model.diffusion_model, seed=0), TinyControlNet(sd15.model.diffusion_model, seed=1)
+
+
+@pytest.fixture(scope="module")
+def nets_64(sd15_64):
+    with float64():
+        return (TinyControlNet(sd15_64.model.diffusion_model, seed=0),
+                TinyControlNet(sd15_64.model.diffusion_model, seed=1))
 
 
 def relative(a, b):
@@ -83,7 +98,8 @@ def generate(host, model, seg_args, cn_units=(), prompts=((1,),), negative=(2,),
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_no_blur_seg_equals_controlnet_only(host, sd15, nets, mode):
+def test_no_blur_seg_equals_controlnet_only(host, in_float64, sd15_64, nets_64, mode):
+    sd15, nets = sd15_64, nets_64
     cn_units = units(nets[:1], (mode,))
     only, _, _, _ = generate(host, sd15, [False], cn_units)
     seg, calls, p, seen = generate(host, sd15, NO_BLUR, cn_units)
@@ -117,7 +133,8 @@ def test_seg_row_without_control_would_fail_by_far(host, sd15, nets, monkeypatch
 
 
 @pytest.mark.parametrize("mode", [CN.BALANCED, CN.CONTROL])
-def test_batch_2_two_units(host, sd15, nets, mode):
+def test_batch_2_two_units(host, in_float64, sd15_64, nets_64, mode):
+    sd15, nets = sd15_64, nets_64
     cn_units = units(nets, (mode, CN.PROMPT))
     prompts, negative = ((1,), (3,)), (2, 4)
     only, _, _, _ = generate(host, sd15, [False], cn_units, prompts, negative)
@@ -130,7 +147,8 @@ def test_batch_2_two_units(host, sd15, nets, mode):
 
 
 @pytest.mark.parametrize("mode", [CN.BALANCED, CN.CONTROL])
-def test_cfg_1(host, sd15, nets, mode):
+def test_cfg_1(host, in_float64, sd15_64, nets_64, mode):
+    sd15, nets = sd15_64, nets_64
     cn_units = units(nets[:1], (mode,))
     only, calls_only, _, _ = generate(host, sd15, [False], cn_units, cfg_scale=1.0)
     seg, calls, _, _ = generate(host, sd15, NO_BLUR, cn_units, cfg_scale=1.0)
@@ -138,7 +156,7 @@ def test_cfg_1(host, sd15, nets, mode):
     assert relative(seg, only) <= TOLERANCE
 
 
-def test_sdxl(host, nets):
+def test_sdxl(host, in_float64):
     model = H.sd_model("sdxl")
     net = TinyControlNet(model.model.diffusion_model, seed=0)
     cn_units = [CN.Unit(net, hint_image(), 1.0, CN.PROMPT)]
@@ -333,8 +351,9 @@ def test_regional_prompter_active_steps_aside(host, sd15, capsys, active):
         assert calls == [3] * 4 and p.extra_generation_params["SEG sigma"] == "2"
 
 
-def test_hires_fix(host, sd15, nets):
+def test_hires_fix(host, in_float64, sd15_64, nets_64):
     """Both passes (the hires one at 1.5x with its own control size): SEG copies get their control in each."""
+    sd15, nets = sd15_64, nets_64
     cn_units = units(nets[:1], (CN.CONTROL,))
     hires = dict(enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.5)
     only, calls_only, _, _ = generate(host, sd15, [False], cn_units, **hires)

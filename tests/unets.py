@@ -1,6 +1,9 @@
 """Small UNets built from the real Stability AI ``ldm`` code (stable-diffusion-sdkit wheel), random weights.
 
-Same block layout as the real models, far fewer channels, so a forward pass takes milliseconds on a CPU.
+Same block layout as the real models (blocks, where attention sits, transformers per block, so every layer
+name and token grid is the real one), far fewer channels, so a forward pass takes milliseconds on a CPU. The
+widths stay distinct between the upper and lower levels (32, 32, 64, 64): doubling at every level as the real
+models do made a float64 forward twice as costly, for no check that depends on it.
 """
 import torch
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
@@ -40,7 +43,7 @@ def sd15_like(seed=0, transformer_depth=1, in_channels=4):
     in_channels 9: an inpainting UNet (latent + mask + masked image), 8: an InstructPix2Pix one."""
     torch.manual_seed(seed)
     return _build(transformer_depth, in_channels=in_channels, model_channels=32, attention_resolutions=[4, 2, 1], num_res_blocks=2,
-                  channel_mult=[1, 2, 4, 4], num_heads=4)
+                  channel_mult=[1, 1, 2, 2], num_heads=4)
 
 
 def sdxl_like(seed=0):
@@ -48,5 +51,5 @@ def sdxl_like(seed=0):
     and a per-row vector input ``y`` standing in for SDXL's pooled 'vector' conditioning (this ldm
     version's "continuous" label embedding takes a (batch, 1) vector)."""
     torch.manual_seed(seed)
-    return _build(2, model_channels=32, attention_resolutions=[4, 2], num_res_blocks=2, channel_mult=[1, 2, 4],
+    return _build(2, model_channels=32, attention_resolutions=[4, 2], num_res_blocks=2, channel_mult=[1, 1, 2],
                   num_head_channels=8, num_classes="continuous", use_linear_in_transformer=True)
