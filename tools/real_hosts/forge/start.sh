@@ -3,18 +3,21 @@
 # 127.0.0.1 only. The process that runs the server is this one (exec): stop it by its PID.
 #
 #   tools/real_hosts/forge/start.sh [--host forge|reforge] [--dest DIR] [--port N] [--models DIR]
-#                                   [--probe] [--no-extensions] [-- extra host flags]
+#                                   [--probe] [--tiny-dit] [--no-extensions] [-- extra host flags]
 #
 # --models         checkpoint folder (default /work/hosts/models)
 # --probe          also load tools/real_hosts/forge/probe: GET /seg-probe/calls lists every UNet call
 #                  (rows, SEG rows, cond/uncond labels); it changes no computation
+# --tiny-dit       also load tools/real_hosts/forge/tiny_dit (Forge only): Flux / Chroma transformers and T5 text
+#                  encoders are sized from their weights, so the tiny checkpoints of make_dit_checkpoints.py load
+#                  small (see tiny_dit/README.md); without it the link is removed
 # --no-extensions  start without any non-built-in extension (--disable-extra-extensions): the reference
 #                  for "SEG disabled is bit-identical to no extension"
 # Environment: THREADS (torch threads, default 2).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-host=forge dest= port=7870 models=/work/hosts/models probe=0 bare=0
+host=forge dest= port=7870 models=/work/hosts/models probe=0 tiny=0 bare=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --host) host=$2; shift 2 ;;
@@ -22,9 +25,10 @@ while [[ $# -gt 0 ]]; do
     --port) port=$2; shift 2 ;;
     --models) models=$2; shift 2 ;;
     --probe) probe=1; shift ;;
+    --tiny-dit) tiny=1; shift ;;
     --no-extensions) bare=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +39,11 @@ if [[ $probe == 1 ]]; then
   ln -sfn "$here/probe" "$dest/extensions/seg-probe"
 else
   rm -f "$dest/extensions/seg-probe"
+fi
+if [[ $tiny == 1 ]]; then
+  ln -sfn "$here/tiny_dit" "$dest/extensions/seg-tiny-dit"
+else
+  rm -f "$dest/extensions/seg-tiny-dit"
 fi
 flags=()
 [[ $bare == 1 ]] && flags+=(--disable-extra-extensions)
