@@ -62,14 +62,15 @@ def cases_for(family, hires_extra):
         ("batch 2", "txt2img", {"batch_size": 2, "alwayson_scripts": seg()}, "on", "batch 2 plain", 1),
         ("hires plain", "txt2img", dict(hires), None, None, 1),
         ("hires", "txt2img", dict(hires, alwayson_scripts=seg()), "on", "hires plain", 1),
-        # Forge's API takes the infotext's 'Hires sampler: Use same sampler' as a sampler name (HTTP 500 'bad
-        # sampler name', without SEG too: modules/txt2img.py maps it to None for the UI only); a field set in the
-        # request wins over the infotext, so the second pair names the sampler
+        # Forge's API takes the infotext's defaults 'Use same sampler' / 'Use same scheduler' (what an infotext without
+        # 'Hires sampler' / 'Hires schedule type' means) as names: HTTP 500 'bad sampler name: Use same sampler', and
+        # with the sampler named, an all-black image (without SEG too; modules/txt2img.py maps them to None for the UI
+        # only). A field set in the request wins over the infotext, so the second pair names sampler and scheduler.
         ("roundtrip hires plain", "txt2img", "hires plain", "roundtrip", "hires plain", 1),
         ("roundtrip hires", "txt2img", "hires", "roundtrip", "hires", 1),
-        ("roundtrip hires plain +sampler", "txt2img", ("hires plain", {"hr_sampler_name": "Euler"}), "roundtrip",
+        ("roundtrip hires plain +names", "txt2img", ("hires plain", {"hr_sampler_name": "Euler", "hr_scheduler": "Simple"}), "roundtrip",
          "hires plain", 1),
-        ("roundtrip hires +sampler", "txt2img", ("hires", {"hr_sampler_name": "Euler"}), "roundtrip", "hires", 1),
+        ("roundtrip hires +names", "txt2img", ("hires", {"hr_sampler_name": "Euler", "hr_scheduler": "Simple"}), "roundtrip", "hires", 1),
         ("img2img plain", "img2img", {}, None, None, 1),
         ("img2img", "img2img", {"alwayson_scripts": seg()}, "on", "img2img plain", 1),
         ("img2img skip", "img2img", {"alwayson_scripts": seg(mode="skip", layers="all")}, "on", "img2img plain", 1),
