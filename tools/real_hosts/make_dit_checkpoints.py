@@ -60,7 +60,9 @@ T5_SIZES = {
 }
 SCALES = {"qk_norm": 3.0, "attn_out": 4.0, "upsample": 2.0}
 FILES = {"flux": "seg-random-flux-dev.safetensors", "chroma": "seg-random-chroma.safetensors",
-         "sd3": "seg-random-sd3.safetensors"}
+         "sd3": "seg-random-sd3.safetensors",
+         # the same SD3 without its T5: does Forge load SD3 without T5 (its sd35.py asks for all three encoders)?
+         "sd3-no-t5": "seg-random-sd3-no-t5.safetensors"}
 REPOS = {"flux": "black-forest-labs/FLUX.1-dev", "chroma": "Chroma", "sd3": "stabilityai/stable-diffusion-3-medium-diffusers"}
 
 
@@ -215,7 +217,11 @@ def draw(key, shape, kind, fan_in, seed):
 
 
 def make(forge, family, out, seed):
+    name = family
+    family = family.replace("-no-t5", "")
     parts = build(forge, family)
+    if name.endswith("-no-t5"):
+        del parts["text_encoders.t5xxl."]
     plan = plan_of(parts)
     buffers = [k for k, _, kind, _ in plan if kind == "buffer"]
 
@@ -228,10 +234,10 @@ def make(forge, family, out, seed):
             raise ValueError(f"no value for buffer {key}")
         return scale(key, draw(key, shape, kind, fan_in, seed), family)
 
-    path = os.path.join(out, FILES[family])
+    path = os.path.join(out, FILES[name])
     _mc.write_streaming(path, plan, value)
     n = {prefix: sum(p.numel() for p in m.parameters()) for prefix, m in parts.items()}
-    print(f"{family}: {path}  {len(plan)} tensors ({len(buffers)} buffers), "
+    print(f"{name}: {path}  {len(plan)} tensors ({len(buffers)} buffers), "
           + ", ".join(f"{prefix.rstrip('.')} {v / 1e6:.1f} M" for prefix, v in n.items())
           + f"; {os.path.getsize(path) / 2**20:.0f} MiB")
     return path
@@ -306,7 +312,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--forge", default="/work/hosts/forge", help="a Forge install (its classes and configs)")
     ap.add_argument("--out", default="/work/hosts/models")
-    ap.add_argument("--only", default=",".join(FILES), help="comma-separated: " + ", ".join(FILES))
+    ap.add_argument("--only", default="flux,chroma,sd3", help="comma-separated: " + ", ".join(FILES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measure", action="store_true")
     ap.add_argument("--no-make", action="store_true", help="only --measure existing files")
@@ -331,7 +337,7 @@ def main():
         t = time.time()
         if not args.no_make:
             make(forge, family, out, args.seed)
-        if args.measure:
+        if args.measure and not family.endswith("-no-t5"):
             measure(forge, family, os.path.join(out, FILES[family]))
         print(f"  {time.time() - t:.0f} s")
 

@@ -85,6 +85,10 @@ def cases_for(family, hires_extra):
                     ("odd identity", "txt2img", {"width": 136, "height": 200,
                                                   "alwayson_scripts": seg(layers="all", mode="identity")}, "on",
                      "odd plain", 1)]
+    if family == "sd3":  # T5 on (Forge's option sd3_enable_t5, off by default: T5 is then zeros, not run)
+        t5 = {"override_settings": {"sd3_enable_t5": True}, "override_settings_restore_afterwards": True}
+        c[-1:-1] = [("t5 plain", "txt2img", dict(t5), None, None, 1),
+                    ("t5", "txt2img", dict(t5, alwayson_scripts=seg()), "on", "t5 plain", 1)]
     if family == "chroma":  # cond and uncond of unequal text length: two calls per step in Forge
         c[-1:-1] = [("uneven plain", "txt2img", {"negative_prompt": "blurry"}, None, None, 2),
                     ("uneven", "txt2img", {"negative_prompt": "blurry", "alwayson_scripts": seg()}, "on",
