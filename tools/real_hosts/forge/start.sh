@@ -3,18 +3,26 @@
 # 127.0.0.1 only. The process that runs the server is this one (exec): stop it by its PID.
 #
 #   tools/real_hosts/forge/start.sh [--host forge|reforge] [--dest DIR] [--port N] [--models DIR]
-#                                   [--probe] [--no-extensions] [-- extra host flags]
+#                                   [--probe] [--tiny-dit] [--no-extensions] [--data-dir DIR [--ext PATH]]
+#                                   [-- extra host flags]
 #
 # --models         checkpoint folder (default /work/hosts/models)
 # --probe          also load tools/real_hosts/forge/probe: GET /seg-probe/calls lists every UNet call
 #                  (rows, SEG rows, cond/uncond labels); it changes no computation
+# --tiny-dit       also load tools/real_hosts/forge/tiny_dit (Forge only): Flux / Chroma transformers and T5 text
+#                  encoders are sized from their weights, so the tiny checkpoints of make_dit_checkpoints.py load
+#                  small (see tiny_dit/README.md); without it the link is removed
+# --data-dir DIR   a private data folder (the host's --data-dir): its own extensions/ and config.json (copied
+#                  from the install's on first use), so a session neither sees nor changes the shared install's
+#                  extension links and settings; --probe / --tiny-dit links then go into DIR/extensions
+# --ext PATH       with --data-dir: link the SEG extension from PATH as DIR/extensions/sd-webui-seg
 # --no-extensions  start without any non-built-in extension (--disable-extra-extensions): the reference
 #                  for "SEG disabled is bit-identical to no extension"
 # Environment: THREADS (torch threads, default 2).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-host=forge dest= port=7870 models=/work/hosts/models probe=0 bare=0
+host=forge dest= port=7870 models=/work/hosts/models probe=0 tiny=0 bare=0 data= ext=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --host) host=$2; shift 2 ;;
@@ -22,21 +30,40 @@ while [[ $# -gt 0 ]]; do
     --port) port=$2; shift 2 ;;
     --models) models=$2; shift 2 ;;
     --probe) probe=1; shift ;;
+    --tiny-dit) tiny=1; shift ;;
+    --data-dir) data=$2; shift 2 ;;
+    --ext) ext=$2; shift 2 ;;
     --no-extensions) bare=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 : "${dest:=/work/hosts/$host}"
 [[ -f "$dest/BUILT" ]] || { echo "$dest is not built (no BUILT file): run build.sh first" >&2; exit 1; }
 
-if [[ $probe == 1 ]]; then
-  ln -sfn "$here/probe" "$dest/extensions/seg-probe"
-else
-  rm -f "$dest/extensions/seg-probe"
-fi
+extensions=$dest/extensions
 flags=()
+if [[ -n $data ]]; then
+  mkdir -p "$data/extensions"
+  data=$(cd "$data" && pwd)
+  extensions=$data/extensions
+  [[ -f "$data/config.json" ]] || cp "$dest/config.json" "$data/config.json"
+  [[ -n $ext ]] && ln -sfn "$(cd "$ext" && pwd)" "$extensions/sd-webui-seg"
+  flags+=(--data-dir "$data")
+elif [[ -n $ext ]]; then
+  echo "--ext needs --data-dir (the shared install's extension link is build.sh's)" >&2; exit 2
+fi
+if [[ $probe == 1 ]]; then
+  ln -sfn "$here/probe" "$extensions/seg-probe"
+else
+  rm -f "$extensions/seg-probe"
+fi
+if [[ $tiny == 1 ]]; then
+  ln -sfn "$here/tiny_dit" "$extensions/seg-tiny-dit"
+else
+  rm -f "$extensions/seg-tiny-dit"
+fi
 [[ $bare == 1 ]] && flags+=(--disable-extra-extensions)
 
 threads=${THREADS:-2}
