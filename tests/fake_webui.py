@@ -18,7 +18,7 @@ Request and response shapes are restated, in our own words, from AUTOMATIC1111 s
   cell becomes a black image; the answer is [grid] + cells when include_lone_images.
 reForge (Panchovix/stable-diffusion-webui-reForge 3b56b268, scripts/xyz_grid.py) adds draw_individual_labels,
 skip_grid and items_per_grid after draw_legend (21 args). Forge (lllyasviel/stable-diffusion-webui-forge
-dfdcbab6) as observed in /work/shared/HOSTS.md: an ``infotext`` request needs ``styles`` and a hires request
+dfdcbab6) as observed in shared/HOSTS.md: an ``infotext`` request needs ``styles`` and a hires request
 needs ``hr_additional_modules``, else the request fails.
 
 The "images" are not diffusion: pixels are a hash stream of everything that decides the picture (seed, size,
@@ -43,13 +43,13 @@ SEG_DEFAULTS = (False, 3.0, "inf", "mid", 0.0, 1.0, 0.0, "blur", "same", 3.0, "i
 SEG_LABELS = (SEG_TITLE, "SEG scale", "SEG sigma", "SEG layers", "SEG start", "SEG end", "SEG rescale",
               "SEG perturbation", "SEG hires pass", "SEG hires scale", "SEG hires sigma", "SEG hires layers",
               "SEG hires perturbation")
-# What script-info advertises as a Radio's choices: its labels (A1111 1.10.1 and Forge, /work/shared/HOSTS.md);
+# What script-info advertises as a Radio's choices: its labels (A1111 1.10.1 and Forge, shared/HOSTS.md);
 # label -> value
 SEG_RADIO_LABELS = {"mode": {"Smoothed energy (SEG)": "blur", "Identity attention (PAG)": "identity"},
                     "hires": {"Same as first pass": "same", "Own settings": "own", "No SEG": "off"},
                     "hr_mode": {"Smoothed energy (SEG)": "blur", "Identity attention (PAG)": "identity"}}
 # Infotext keys of another extension that switches itself on for every request with `infotext` (seen in real
-# Forge dfdcbab6 with sd-perturbed-attention 904319b: its SWG, /work/shared/HOSTS.md)
+# Forge dfdcbab6 with sd-perturbed-attention 904319b: its SWG, shared/HOSTS.md)
 NEIGHBOUR_KEYS = {"swg": {"swg_enabled": True, "swg_scale": 5.0, "swg_tile_width": 768, "swg_tile_height": 768,
                           "swg_tile_overlap": 256}}
 # infotext key -> field, for the keys this fake writes and pastes (lib_seg.params: mode and the hires keys only

@@ -453,10 +453,7 @@ class ForgeAdapter:
         patch = SegPatch(settings, self.attention(), progress=lambda: _denoiser_progress(p))
         registry = HookRegistry("seg-forge")
         try:
-            blocked = prefix.foreign_patches(unet.model_options)
-            registry.replace(forge_objects, "unet", patch.apply(unet, selected))
-            prefix.install(registry, diffusion_model, prefix.unet_prefix(diffusion_model, selected), patch.copies,
-                           blocked, check_hooks=False)
+            _patch_unet(registry, patch, forge_objects, unet, selected)
             self._guard_sampler(p, registry)
             self._follow_refiner(p, registry, patch)
         except Exception:
@@ -546,10 +543,7 @@ class ForgeAdapter:
             print(f"{_PREFIX} SEG ends at the refiner switch: {error}")
             p.extra_generation_params[REFINER_KEY] = "off"
             return
-        blocked = prefix.foreign_patches(unet.model_options)
-        registry.replace(forge_objects, "unet", patch.apply(unet, selected))
-        prefix.install(registry, unet.model.diffusion_model, prefix.unet_prefix(unet.model.diffusion_model, selected),
-                       patch.copies, blocked, check_hooks=False)
+        _patch_unet(registry, patch, forge_objects, unet, selected)
         p.extra_generation_params[REFINER_KEY] = "on"
 
     def stop(self, p=None):
@@ -560,6 +554,15 @@ class ForgeAdapter:
             opened[1].remove_all()
         except Exception as error:  # never raise from cleanup
             print(f"{_PREFIX} cleanup failed: {error!r}")
+
+
+def _patch_unet(registry, patch, forge_objects, unet, selected):
+    """A UNet's patched clone into forge_objects, and its shared prefix (full rows when another extension's
+    patches are in the patcher); the base model's and the refiner's alike."""
+    blocked = prefix.foreign_patches(unet.model_options)
+    registry.replace(forge_objects, "unet", patch.apply(unet, selected))
+    model = unet.model.diffusion_model
+    prefix.install(registry, model, prefix.unet_prefix(model, selected), patch.copies, blocked, check_hooks=False)
 
 
 def create_adapter(host):
