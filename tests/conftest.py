@@ -37,6 +37,24 @@ def _cpu_model():
 
 
 @pytest.fixture
+def in_float64():
+    """For a test comparing two evaluation orders of the same arithmetic (batched vs separate, shortcut vs full):
+    float64, with the bound of tests/precision.py. Bit-identity claims hold in any dtype."""
+    from precision import float64
+    with float64():
+        yield
+
+
+@pytest.fixture(scope="module")
+def float64_module():
+    """in_float64 for a whole module (`pytestmark = pytest.mark.usefixtures("float64_module")`); models the
+    module builds in its own fixtures are then float64 too."""
+    from precision import float64
+    with float64():
+        yield
+
+
+@pytest.fixture
 def sd15_unet():
     from unets import sd15_like
     return sd15_like()

@@ -5,29 +5,18 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H, sd3_other_impls
-from a1111_stand_in.fixtures import host  # noqa: F401 (pytest fixture)
+from a1111_stand_in.fixtures import host, clean_host  # noqa: F401 (pytest fixtures)
 from a1111_stand_in.sd3_mmdit import SD3Model
 from precision import assert_same_arithmetic, float64
 from test_a1111_pass import run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def in_float64():
-    with float64():
-        yield
+pytestmark = pytest.mark.usefixtures("float64_module", "clean_host")
 
 
 @pytest.fixture(scope="module")
 def sd3():
     with float64():
         return SD3Model()
-
-
-@pytest.fixture(autouse=True)
-def clean_state(host):
-    host.reset()
-    yield
-    host.reset()
 
 
 def sd3_run(host, model, args, batch=1, **kw):

@@ -9,32 +9,13 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H
-from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
-from precision import assert_effect, assert_same_arithmetic, float64
+from a1111_stand_in.fixtures import host, sd15, clean_host, sd15_64  # noqa: F401 (pytest fixtures)
+from precision import assert_effect, assert_same_arithmetic
 from test_a1111_pass import run
 
+pytestmark = pytest.mark.usefixtures("clean_host")
+
 EFFECT = 5e-3
-
-
-@pytest.fixture
-def in_float64():
-    """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
-    with float64():
-        yield
-
-
-@pytest.fixture(scope="module")
-def sd15_64():
-    """The SD1.5-like model built in float64, for the tests that use in_float64."""
-    with float64():
-        return H.sd_model()
-
-
-@pytest.fixture(autouse=True)
-def clean_state(host):
-    host.reset()
-    yield
-    host.reset()
 
 
 def identity_reference(model, cond, uncond, layers, scale, steps=4, cfg=5.0, size=(16, 16), seeds=(1,), sdxl=False):

@@ -6,26 +6,15 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H
-from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
-from precision import assert_same_arithmetic, float64
+from a1111_stand_in.fixtures import host, sd15, clean_host  # noqa: F401 (pytest fixtures)
+from precision import assert_same_arithmetic
+
+# This module compares batched, chunked and separate evaluations of the same arithmetic, so it runs in float64
+# (tests/precision.py says why); models are built inside. Bit-identity claims hold in any dtype;
+# tests/test_a1111_script.py runs the same host paths in float32.
+pytestmark = pytest.mark.usefixtures("float64_module", "clean_host")
 
 SEG_ALL4 = [True, 3.0, "4", "all"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def in_float64():
-    """This module compares batched, chunked and separate evaluations of the same arithmetic, so it runs
-    in float64 (tests/precision.py says why); models are built inside. Bit-identity claims hold in any
-    dtype; tests/test_a1111_script.py runs the same host paths in float32."""
-    with float64():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def clean_state(host):
-    host.reset()
-    yield
-    host.reset()
 
 
 def run(host, model, args, c=None, uc=None, scripts=True, img2img=None, **kw):

@@ -10,8 +10,6 @@ from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
 from test_a1111_pass import run
 
 
-
-
 def generate(host, model, script_args):
     from modules import processing
     host.use_model(model)

@@ -10,17 +10,13 @@ from lib_seg.hooks import HookRegistry
 from lib_seg.layers import select_self_attention
 from lib_seg.params import SegSettings
 from lib_seg.session import SegSession
-from precision import MIN_EFFECT, assert_same_arithmetic, float64
+from precision import MIN_EFFECT, assert_same_arithmetic
 from unets import CONTEXT_DIM, sd15_like
 
-
-@pytest.fixture(scope="module", autouse=True)
-def in_float64():
-    """Every check here compares two evaluation orders of the same arithmetic (shortcut vs full attention,
-    blurred input vs blurred projection, patched vs plain rows), so the module runs in float64 with the
-    bound of tests/precision.py; models are built inside. Bit-identity claims hold in any dtype."""
-    with float64():
-        yield
+# Every check here compares two evaluation orders of the same arithmetic (shortcut vs full attention, blurred input
+# vs blurred projection, patched vs plain rows), so the module runs in float64 with the bound of tests/precision.py;
+# models are built inside. Bit-identity claims hold in any dtype.
+pytestmark = pytest.mark.usefixtures("float64_module")
 
 
 def plain_attention(q, k, v):

@@ -11,9 +11,11 @@ import torch
 
 from a1111_stand_in import controlnet_ext as CN
 from a1111_stand_in import harness as H
-from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
+from a1111_stand_in.fixtures import host, sd15, clean_host, sd15_64  # noqa: F401 (pytest fixtures)
 from controlnet_like import TinyControlNet, hint_image
 from precision import MIN_EFFECT, REL64, float64
+
+pytestmark = pytest.mark.usefixtures("clean_host")
 
 NO_BLUR = [True, 10.0, "0.001", "all"]
 SEG = [True, 3.0, "2", "all"]
@@ -25,27 +27,6 @@ MODES = [CN.BALANCED, CN.PROMPT, CN.CONTROL]
 # Every effect asserted (ControlNet's, SEG's, a SEG row left without control) exceeds MIN_EFFECT of the scale.
 # The checks that compare bit for bit, count rows or assert such an effect hold in any dtype: float32.
 TOLERANCE = (1 + 2 * 10) * REL64
-
-
-@pytest.fixture
-def in_float64():
-    """The no-blur comparisons evaluate the same arithmetic in two orders: float64 (tests/precision.py)."""
-    with float64():
-        yield
-
-
-@pytest.fixture(scope="module")
-def sd15_64():
-    """The SD1.5-like model built in float64, for the tests that use in_float64."""
-    with float64():
-        return H.sd_model()
-
-
-@pytest.fixture(autouse=True)
-def clean_state(host):
-    host.reset()
-    yield
-    host.reset()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from forge_stand_in.unet import stand_in_attention
 from forge_stand_in.webui import Processing, SDModel
 from lib_seg.hosts import forge as forge_host
 from lib_seg.params import SegSettings
-from precision import MIN_EFFECT, REL64, float64
+from precision import MIN_EFFECT, REL64
 from test_forge import FLAVORS, conds, unet_for, SegScript
 
 NO_BLUR = SegSettings(enabled=True, scale=10.0, sigma=0.001, layers="all")
@@ -29,13 +29,6 @@ MODES = [CN.BALANCED, CN.PROMPT, CN.CONTROL]
 # the no-blur SEG image at s = 10; effects above MIN_EFFECT.
 TOLERANCE = (1 + 2 * 10) * REL64
 _NETS = {}
-
-
-@pytest.fixture
-def in_float64():
-    """The no-blur comparisons evaluate the same arithmetic in two orders: float64 (tests/precision.py)."""
-    with float64():
-        yield
 
 
 def nets(flavor, arch="sd15"):

@@ -12,7 +12,9 @@ from lib_seg import dit
 from lib_seg.blur import blur_queries
 from lib_seg.hosts import forge as forge_host
 from lib_seg.params import SegParamError, SegSettings
-from precision import REL64, assert_same_arithmetic, float64
+from precision import REL64, assert_same_arithmetic
+
+pytestmark = pytest.mark.usefixtures("float64_module")
 
 TEXT = 5
 
@@ -148,12 +150,6 @@ def generate(settings=None, *, batch=1, cfg_scale=1.0, latent_hw=(12, 10), sd_mo
 
 def on(**kw):
     return SegSettings(enabled=True, **kw)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def in_float64():
-    with float64():
-        yield
 
 
 def _untouched(sd_model, patcher):

@@ -12,17 +12,10 @@ from forge_stand_in.unet import attention_function, stand_in_attention
 from forge_stand_in.webui import Processing
 from lib_seg.layers import select_layers
 from lib_seg.params import SegSettings
-from precision import assert_effect, assert_same_arithmetic, float64
+from precision import assert_effect, assert_same_arithmetic
 from test_forge import FLAVORS, _one_evaluation, assert_clean, conds, generate, unet_for, world
 
 EFFECT = 1e-2
-
-
-@pytest.fixture
-def in_float64():
-    """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
-    with float64():
-        yield
 
 
 def _identity_reference(flavor, settings, x, sigma, cond, uncond, cfg_scale, arch="sd15", with_uncond=True):

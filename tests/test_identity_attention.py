@@ -16,17 +16,13 @@ from lib_seg.layers import select_self_attention
 from lib_seg.params import SegSettings
 from lib_seg.session import SegSession
 from ldm_wrap import denoiser_for, sampling
-from precision import assert_effect, assert_same_arithmetic, float64
+from precision import assert_effect, assert_same_arithmetic
 from unets import CONTEXT_DIM, sd15_like, sdxl_like
 
+# Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py).
+pytestmark = pytest.mark.usefixtures("float64_module")
+
 EFFECT = 1e-2      # relative: the identity rows must differ from unperturbed ones by more than this
-
-
-@pytest.fixture(scope="module", autouse=True)
-def in_float64():
-    """Batched vs separate evaluations of the same arithmetic: compared in float64 (tests/precision.py)."""
-    with float64():
-        yield
 
 
 def value_projection_hooks(unet, spec):

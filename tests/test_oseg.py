@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H
-from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
+from a1111_stand_in.fixtures import host, sd15, clean_host  # noqa: F401 (pytest fixtures)
 from lib_seg import oseg
 from lib_seg.blur import blur_queries
-from precision import REL64, assert_same_arithmetic, float64
+from precision import REL64, assert_same_arithmetic
 from test_a1111_pass import reference, run
+
+pytestmark = pytest.mark.usefixtures("float64_module", "clean_host")
 
 
 def _qk(rows=2, heads=3, tokens=12, dim=8, seed=0):
@@ -54,18 +56,6 @@ def test_zero_mean_key_leaves_every_query_orthogonal():
 
 
 # ---------------------------------------------------------------- on the A1111 stand-in and the real ldm UNet
-
-@pytest.fixture(scope="module", autouse=True)
-def in_float64():
-    with float64():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def clean_state(host):
-    host.reset()
-    yield
-    host.reset()
 
 
 def test_oseg_attention_rows_equal_a_dense_restatement(sd15):

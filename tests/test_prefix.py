@@ -6,23 +6,12 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H
-from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
+from a1111_stand_in.fixtures import host, sd15, clean_host  # noqa: F401 (pytest fixtures)
 from lib_seg import layers, prefix
-from precision import assert_same_arithmetic, float64
+from precision import assert_same_arithmetic
 from test_a1111_pass import run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def in_float64():
-    with float64():
-        yield
-
-
-@pytest.fixture(autouse=True)
-def clean_state(host):
-    host.reset()
-    yield
-    host.reset()
+pytestmark = pytest.mark.usefixtures("float64_module", "clean_host")
 
 
 def test_where_the_prefix_ends(sd15):

@@ -7,17 +7,12 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H, hypertile_ext
-from a1111_stand_in.fixtures import host, sd15  # noqa: F401 (pytest fixtures)
+from a1111_stand_in.fixtures import host, sd15, clean_host  # noqa: F401 (pytest fixtures)
 from test_a1111_pass import run
 
+pytestmark = pytest.mark.usefixtures("clean_host")
+
 TOME = {"token_merging_ratio": 0.5}
-
-
-@pytest.fixture(autouse=True)
-def clean_state(host):
-    host.reset()
-    yield
-    host.reset()
 
 
 def tome(ratio=0.5, hr=0.0):

@@ -16,3 +16,19 @@ def host():
 @pytest.fixture(scope="module")
 def sd15():
     return H.sd_model()
+
+
+@pytest.fixture
+def clean_host(host):
+    """The host with nothing left from the test before (SEG state, options, callbacks), and nothing left after."""
+    host.reset()
+    yield host
+    host.reset()
+
+
+@pytest.fixture(scope="module")
+def sd15_64():
+    """The SD1.5-like model built in float64, for tests that use in_float64."""
+    from precision import float64
+    with float64():
+        return H.sd_model()
