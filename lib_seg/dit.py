@@ -155,11 +155,22 @@ def perturbed_attention(attend, q, k, v, seg, image, grid, mode, sigma, shortcut
     return attend(torch.cat([q[:seg.start], q_seg, q[seg.stop:]]), k, v)
 
 
-def skip_rows(outputs, inputs, seg):
-    """Skip-layer guidance: the block's outputs with the guidance rows replaced by the block's inputs.
-    outputs and inputs: a tensor or matching tuples of tensors (e.g. (img, txt))."""
+def guidance_inputs(inputs, seg):
+    """Copies of the guidance rows of a block's inputs (a tensor or a tuple of tensors, None kept), taken before
+    the block runs: a block may update its input in place (Forge Neo's Chroma blocks use ``addcmul_``), and
+    skip-layer guidance must give those rows the input as it was."""
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(guidance_inputs(i, seg) for i in inputs)
+    if inputs is None or seg is None or seg.stop <= seg.start:
+        return None
+    return inputs[seg].clone()
+
+
+def skip_rows(outputs, kept, seg):
+    """Skip-layer guidance: the block's outputs with the guidance rows replaced by ``kept``, those rows' inputs
+    (``guidance_inputs``). outputs and kept: a tensor or matching tuples of tensors (e.g. (img, txt))."""
     if isinstance(outputs, (tuple, list)):
-        return type(outputs)(skip_rows(o, i, seg) for o, i in zip(outputs, inputs))
-    if outputs is None or seg is None or seg.stop <= seg.start:
+        return type(outputs)(skip_rows(o, i, seg) for o, i in zip(outputs, kept))
+    if outputs is None or kept is None:
         return outputs
-    return torch.cat([outputs[:seg.start], inputs[seg].to(outputs.dtype), outputs[seg.stop:]])
+    return torch.cat([outputs[:seg.start], kept.to(outputs.dtype), outputs[seg.stop:]])

@@ -227,6 +227,32 @@ def test_skip_returns_the_inputs_in_the_guidance_rows(family):
             assert torch.equal(got[2], given[2]) and not torch.equal(got[0], given[0])
 
 
+def test_skip_gives_the_inputs_as_they_were_before_a_block_that_updates_them_in_place():
+    """Forge Neo's Chroma blocks update their input in place (``addcmul_``); skipping must return the guidance
+    rows' input as it entered the block, not what the block left in that tensor."""
+    sd_model, _ = flux_world()
+    block = sd_model.forge_objects_original.unet.model.diffusion_model.double_blocks[1]
+    entered, returned = [], []
+    class_forward = block.forward
+
+    def updates_in_place(*args, **kwargs):
+        entered.append((kwargs["img"].clone(), kwargs["txt"].clone()))
+        kwargs["img"].add_(1.0)
+        kwargs["txt"].add_(1.0)
+        return class_forward(*args, **kwargs)
+    block.forward = updates_in_place       # what the SEG patch finds and wraps, as another instance forward
+    block.register_forward_hook(lambda module, args, out: returned.append(out))  # sees the SEG patch's result
+    try:
+        generate(on(mode="skip", layers="j1"), cfg_scale=4.0, sd_model=sd_model)
+    finally:
+        del block.forward
+        block._forward_hooks.clear()
+    assert entered and len(entered) == len(returned)
+    for inputs, outputs in zip(entered, returned):   # rows [cond | uncond | SEG]
+        for given, got in zip(inputs, outputs, strict=True):
+            assert torch.equal(got[2], given[2]) and not torch.equal(got[0], given[0])
+
+
 def test_flux_refuses_a_spec_it_lacks_and_unet_models_refuse_skip():
     with pytest.raises(SegParamError, match=r"'d0', not in this model.*j0-j2, s0-s3"):
         generate(on(layers="d0"))

@@ -74,7 +74,8 @@ def _block_forward(module, block, marked, mode, current_call):
         if call is None or not has_rows(call.perturbed):
             return original(*args, **kwargs)
         if mode == "skip":
-            return dit.skip_rows(original(*args, **kwargs), _hidden_inputs(module, block, args, kwargs), call.seg)
+            kept = dit.guidance_inputs(_hidden_inputs(module, block, args, kwargs), call.seg)
+            return dit.skip_rows(original(*args, **kwargs), kept, call.seg)
         marked.current = call
         marked.text_tokens = _text_tokens(module, block, args, kwargs, call)
         try:
