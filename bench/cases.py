@@ -66,10 +66,18 @@ def build_unet(config="sd15", device="cpu", dtype=torch.float32, seed=0):
         unet = UNetModel(image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
                          use_checkpoint=False, legacy=False, use_fp16=dtype == torch.float16, **CONFIGS[config])
     unet = unet.to_empty(device=device)
+    randomize(unet, device, seed)
+    return unet.to(dtype).eval().requires_grad_(False)
+
+
+def randomize(model, device, seed=0):
+    """Fill every parameter of `model` in place: Linear/Conv uniform +-1/sqrt(fan_in) (PyTorch's default bound),
+    norms at identity (GroupNorm, LayerNorm, and RMS norms with a `scale` vector such as Flux's). Raises if a
+    parameter is left over, so no layer silently keeps the meta device's garbage."""
     generator = torch.Generator(device=device).manual_seed(seed)
     done = set()
     with torch.no_grad():
-        for module in unet.modules():
+        for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 bound = 1.0 / math.sqrt(module.weight[0].numel())
                 module.weight.uniform_(-bound, bound, generator=generator)
@@ -79,13 +87,15 @@ def build_unet(config="sd15", device="cpu", dtype=torch.float32, seed=0):
                 if module.weight is not None:
                     module.weight.fill_(1.0)
                     module.bias.zero_()
+            elif type(module).__name__ == "RMSNorm" and isinstance(getattr(module, "scale", None), nn.Parameter):
+                module.scale.fill_(1.0)
             else:
                 continue
             done.update(id(p) for p in module.parameters(recurse=False))
-    missed = [name for name, p in unet.named_parameters() if id(p) not in done]
+    missed = [name for name, p in model.named_parameters() if id(p) not in done]
     if missed:
-        raise RuntimeError(f"benchmark UNet: parameters left uninitialised: {missed[:5]}")
-    return unet.to(dtype).eval().requires_grad_(False)
+        raise RuntimeError(f"benchmark model: parameters left uninitialised: {missed[:5]}")
+    return model
 
 
 def denoiser_for(unet, device):

@@ -3,6 +3,7 @@
     python -m bench.seg_bench                      # CUDA if present, else CPU; latents 16x16 and 32x32
     python -m bench.seg_bench --quick              # ~1 minute on a CPU: 16x16 only, 2 runs, no memory pass
     python -m bench.seg_bench --device cuda --latent 64 --runs 20 --json seg_bench.json
+    python -m bench.seg_bench --model sdxl         # SDXL's UNet layout, or --model flux: a Flux-shaped DiT
 
 The UNet is ldm's UNetModel with SD1.5's configuration (random weights: speed does not depend on them);
 fp32 on the CPU, fp16 on CUDA. One "step" is one call of the guided denoiser, batch B = 1:
@@ -23,6 +24,9 @@ fresh subprocess (so the timing process's allocator state does not hide anything
 blocks to the OS, the kernel's peak-RSS mark reset before each variant (/proc/self/clear_refs) and the peak RSS
 over the step minus the RSS before it reported.
 
+--model sdxl / flux (issue 21): the shared prefix per step on SDXL's layout and on a Flux-shaped DiT, CFG 5 (and
+CFG 1 for the DiT), against full rows, a separate pass and two floors; bench/layouts.py says what they run.
+
 This file is the command; what it runs is in bench/cases.py, how it times in bench/timing.py, the memory pass in
 bench/memory.py, the engine checks in bench/checks.py and the table in bench/report.py.
 """
@@ -34,7 +38,7 @@ import time
 
 import torch
 
-from bench import timing
+from bench import layouts, timing
 from bench.cases import (CONFIGS, CRITERION_SLACK, SIGMA, VARIANTS, Bench, blur_cost, build_unet, denoiser_for,
                          shortcut_layers)
 from bench.checks import blur_cache_check, check_rows, count_host_ops
@@ -130,15 +134,26 @@ def parse_args(argv):
                         help="wall (default) or cpu: this process's CPU time, for a machine shared with other jobs "
                              "(meaningful with --threads 1; CUDA always uses wall time)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--config", default="sd15", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="sd15", choices=("sd15", "sdxl", "flux"),
+                        help="sd15 (default: the full SD1.5 benchmark), sdxl (SDXL's UNet layout) or flux (a "
+                             "Flux-shaped DiT): the last two time the shared prefix against full rows and the floors, "
+                             "32x32 by default")
+    parser.add_argument("--config", default=None, choices=sorted(CONFIGS) + sorted(layouts.CONFIGS),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default=None, choices=("float16", "float32", "float64"), help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--micro-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.config is None:
+        args.config = args.model
+    elif args.model != "sd15" and layouts.MODEL_OF_CONFIG.get(args.config) != args.model or \
+            args.model == "sd15" and args.config not in CONFIGS:
+        parser.error(f"--config {args.config} is not a configuration of --model {args.model}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = torch.device(args.device).type == "cuda"
     if args.latent is None:
-        args.latent = [16] if args.quick else [16, 32]
+        args.latent = [16] if args.quick else [32] if args.model != "sd15" else [16, 32]
     if args.quick:
         args.runs = 2 if args.runs is None else args.runs
         args.warmup = 0 if args.warmup is None else args.warmup  # the probe step warms up
@@ -162,6 +177,8 @@ def main(argv=None):
         args.clock = "wall"
     timing.CLOCK[0] = timing.CLOCKS[args.clock]
     dtype = torch.float16 if cuda else torch.float32
+    if args.dtype:
+        dtype = getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
     try:
         load = os.getloadavg()[0]
@@ -170,6 +187,8 @@ def main(argv=None):
     if not cuda and args.threads > 1 and load > 0.5:
         log(f"load average {load:.1f} with {args.threads} threads: other jobs are running; threads that wait for "
             "each other suffer most from that (consider --threads 1)")
+    if args.model != "sd15":
+        return _main_layouts(args, argv, device, dtype, started)
     result = {"machine": machine_info(device, args.threads),
               "command": "python -m bench.seg_bench " + " ".join(sys.argv[1:] if argv is None else argv),
               "model": f"ldm UNetModel, config {args.config}: {CONFIGS[args.config]}, random weights, {dtype}",
@@ -216,6 +235,24 @@ def main(argv=None):
     result["total_s"] = time.perf_counter() - started
 
     print_report(result, args, device)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+    return result
+
+
+def _main_layouts(args, argv, device, dtype, started):
+    """--model sdxl / flux: the shared prefix on SDXL's layout or a Flux-shaped DiT (bench/layouts.py)."""
+    result = {"machine": machine_info(device, args.threads),
+              "command": "python -m bench.seg_bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              "clock": args.clock, "layers": layouts.LAYERS, "latents": {}}
+    layouts.run_layouts(args, device, dtype, result, started)
+    result["total_s"] = time.perf_counter() - started
+    header = (f"SEG benchmark: {result['model']}\n{result['step']}\n{result['machine']['cpu']}, nproc "
+              f"{result['machine']['nproc']}, torch {torch.__version__}, {args.threads} threads, device {device}, "
+              f"{args.clock} clock")
+    print(header + layouts.format_layout_table(result))
+    print(f"\ntotal {result['total_s']:.0f} s; JSON: {args.json}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=str)

@@ -56,3 +56,49 @@ def test_memory_worker_reports_every_variant():
     assert set(peaks) == {key for key, *_ in seg_bench.VARIANTS}
     assert all(peak >= 0 for peak in peaks.values())
     assert mem["model_rss_mib"] > 0
+
+
+@pytest.mark.parametrize("model, config", [("sdxl", "sdxl_tiny"), ("flux", "flux_tiny")])
+def test_layout_benchmark_shared_prefix_computes_the_full_rows(model, config, tmp_path, capsys):
+    """--model sdxl / flux on tiny models of the same layout, in float64: the shared-prefix step equals the
+    full-row step, and the blocks floor equals the bare 3-row call, to REL64 of their scale (the same arithmetic
+    with fewer rows in the prefix's GEMMs; tests/precision.py derives the bound), while SEG's own effect is above
+    MIN_EFFECT of the scale, so a copy taken from a wrong row (the uncond row, or nothing) fails by orders of
+    magnitude. And the shared step really runs fewer rows through the prefix."""
+    from precision import MIN_EFFECT, REL64, float64
+
+    path = tmp_path / "bench.json"
+    with float64():
+        seg_bench.main(["--model", model, "--config", config, "--latent", "16", "--runs", "1", "--warmup", "0",
+                        "--dtype", "float64", "--json", str(path)])
+    data = json.loads(path.read_text())
+    r = data["latents"]["16"]
+    keys = {key for key, *_ in seg_bench.layouts.variants_of(model)}
+    assert set(r["variants"]) == keys and all(v["median_s"] > 0 for v in r["variants"].values())
+    assert r["prefix_blocks"] and r["first_perturbed_block"] not in r["prefix_blocks"]
+    summaries = ("cfg5", "cfg1") if model == "flux" else ("cfg5",)
+    assert set(summaries) <= set(r) and ("cfg1" in r) == (model == "flux")
+    for name in summaries:
+        s = r[name]
+        scale = max(s["output_scale"], 1.0)
+        assert s["shared_vs_full_max_abs_diff"] <= REL64 * scale, (name, s)
+        assert s["seg_effect_max_abs"] >= MIN_EFFECT * scale, (name, s)
+        assert s["floor_vs_bare_max_abs_diff"] <= REL64 * max(s["bare_scale"], 1.0), (name, s)
+        for ratio in ("shared_over_base", "full_over_base", "separate_over_base", "rows_floor", "blocks_floor"):
+            assert s[ratio] > 0
+    # rows entering the first block / the first perturbed block: the SEG row skips only the prefix
+    seen = r["rows_seen"]
+    assert seen["shared"] == {"prefix": [2], "perturbed": [3]} and seen["full"] == {"prefix": [3], "perturbed": [3]}
+    if model == "flux":
+        assert seen["shared1"] == {"prefix": [1], "perturbed": [2]} and seen["full1"] == {"prefix": [2], "perturbed": [2]}
+    out = capsys.readouterr().out
+    assert "CFG 5: shared" in out and "floors: rows" in out and "CFG+SEG batched, shared prefix" in out
+    assert ("CFG 1: shared" in out) == (model == "flux")
+
+
+def test_layout_configs_belong_to_their_model():
+    with pytest.raises(SystemExit):
+        seg_bench.parse_args(["--model", "flux", "--config", "sdxl_tiny"])
+    args = seg_bench.parse_args(["--model", "sdxl"])
+    assert args.config == "sdxl" and args.latent == [32]
+    assert seg_bench.parse_args([]).config == "sd15"
