@@ -44,6 +44,9 @@ def parse_args(argv):
                    help="--evaluate: the unconditional sigma x scale grid (--sigmas x --ablation-scales) instead")
     p.add_argument("--ablation-scales", default="1,3,5", help="--ablation: SEG scales (default 1,3,5)")
     p.add_argument("--results", default="seg_eval", help="--evaluate: path prefix of the .md and .json reports (default ./seg_eval)")
+    p.add_argument("--merge", default=None,
+                   help="A.json,B.json: join --evaluate reports of the same settings run on disjoint seeds (side by side) "
+                        "into one, compared as a single run would be, and write it to --results")
     p.add_argument("--weights", default=None, help="denoiser safetensors (default: the shipped one)")
     # One thread by default: this model's ops are small, and on a busy 2-core machine two OpenMP threads
     # waiting on each other took 265 s for the grid where one thread took 41 s.
@@ -95,7 +98,24 @@ def main(argv=None):
         oseg.REFERENCE = previous  # the switch is for this run only
 
 
+def _merge(args):
+    import json
+    from .evaluate import merge_reports, write_report
+    reports = []
+    for path in args.merge.split(","):
+        with open(path.strip(), encoding="utf-8") as f:
+            reports.append(json.load(f))
+    report = merge_reports(reports)
+    report["command"] = "python -m lib_seg.demo " + " ".join(args.argv)
+    report["seconds"] = max(r.get("seconds", 0.0) for r in reports)  # wall time of the runs side by side
+    print(write_report(report, args.results + ".md", args.results + ".json", ablation=args.ablation))
+    print(f"wrote {os.path.abspath(args.results)}.md and .json")
+    return report
+
+
 def _run(args):
+    if args.merge:
+        return _merge(args)
     start = time.time()
     from .model import load_denoiser
     model = load_denoiser(args.weights)

@@ -131,7 +131,17 @@ def evaluate(model, classifier, settings, n=200, seeds=(0, 1, 2), steps=16, samp
         row.update(per_seed=per_seed, summary=summarise(per_seed), seconds=round(time.time() - start, 1))
         rows.append(row)
         log("  " + line_of(row))
-    for row in rows:  # compare each SEG row with its own no-SEG baseline, if the settings hold one
+    compare(rows)
+    return {"n": n, "seeds": list(seeds), "steps": steps, "sampler": sampler,
+            "real_floor_fd": list(spread(floor)), "real_floor_fd_per_seed": floor, "rows": rows}
+
+
+def compare(rows):
+    """Compare each SEG row with its own no-SEG baseline (same conditioning and CFG scale), if the rows hold one,
+    and each OSEG row with its SEG counterpart: paired differences and the ✓ verdicts, in place."""
+    for row in rows:
+        for key in [k for k in row if k.startswith(("delta_", "beats_")) or k in ("baseline", "vs_seg")]:
+            del row[key]
         baseline = next((b for b in rows if not b["seg_sigma"] and b["conditional"] == row["conditional"]
                          and b["cfg_scale"] == row["cfg_scale"]), None)
         if row["seg_sigma"] and baseline is not None:
@@ -148,8 +158,35 @@ def evaluate(model, classifier, settings, n=200, seeds=(0, 1, 2), steps=16, samp
             row["delta_fd_vs_seg"] = paired_difference(row, seg, "fd")
             if row["conditional"]:
                 row["delta_accuracy_vs_seg"] = paired_difference(row, seg, "accuracy")
-    return {"n": n, "seeds": list(seeds), "steps": steps, "sampler": sampler,
-            "real_floor_fd": list(spread(floor)), "rows": rows}
+    return rows
+
+
+def merge_reports(reports):
+    """One report from runs of the same settings, N, steps and sampler on disjoint seeds (e.g. run side by side
+    on two cores): the per-seed scores joined in the order given, then summarised and compared as one run would
+    be. Every seed's samples depend on that seed alone, so the result equals a single run over all the seeds."""
+    first = reports[0]
+    same = ("n", "steps", "sampler")
+    for other in reports[1:]:
+        if any(other[k] != first[k] for k in same) or \
+                [r["setting"] for r in other["rows"]] != [r["setting"] for r in first["rows"]]:
+            raise ValueError("merge: the reports differ in settings, N, steps or sampler")
+    seeds = [seed for report in reports for seed in report["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"merge: seeds overlap: {seeds}")
+    rows = []
+    for parts in zip(*(report["rows"] for report in reports)):
+        row = {k: v for k, v in parts[0].items() if k not in ("per_seed", "summary", "seconds")}
+        row["per_seed"] = {m: [v for part in parts for v in part["per_seed"][m]] for m in METRICS}
+        row["summary"] = summarise(row["per_seed"])
+        row["seconds"] = round(sum(part["seconds"] for part in parts), 1)
+        rows.append(row)
+    floor = [v for report in reports for v in report["real_floor_fd_per_seed"]]
+    merged = {k: v for k, v in first.items() if k not in ("rows", "seeds", "seconds", "command")}
+    merged.update(seeds=seeds, real_floor_fd=list(spread(floor)), real_floor_fd_per_seed=floor, rows=compare(rows),
+                  merged_from=[{"command": r.get("command"), "seeds": r["seeds"], "seconds": r.get("seconds")}
+                               for r in reports])
+    return merged
 
 
 def ablation_settings(sigmas, scales, layers, interval=(0.0, 1.0)):
