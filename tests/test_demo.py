@@ -308,22 +308,79 @@ def test_a_weights_file_of_an_unknown_architecture_is_refused_by_name(tmp_path):
 
 
 def test_evaluate_has_oseg_rows_beside_seg_paired_with_their_baselines(tmp_path, keep_threads):
-    """--oseg: + OSEG rows after the SEG rows and CFG + OSEG last, each paired with its no-SEG baseline; the
-    reference switch is recorded and changes the OSEG rows only."""
+    """--oseg: + OSEG rows after the SEG rows (then OSEG's prediction alone) and CFG + OSEG last, each paired with
+    its no-SEG baseline and with the SEG row of the same sigma; the reference switch is recorded and changes the
+    OSEG rows only."""
     from lib_seg.demo.__main__ import main
-    common = ["--evaluate", "--oseg", "--n", "4", "--seeds", "0", "--steps", "3", "--sigmas", "inf"]
+    common = ["--evaluate", "--oseg", "--n", "4", "--seeds", "0,1", "--steps", "3", "--sigmas", "inf"]
     key = main(common + ["--results", str(tmp_path / "key")])
     query = main(common + ["--oseg-reference", "query", "--results", str(tmp_path / "query")])
     names = [row["setting"] for row in key["rows"]]
     assert names == ["unconditional", "+ SEG sigma=inf", "blurred prediction alone sigma=inf", "+ OSEG sigma=inf",
-                     "CFG 3", "CFG 3 + SEG sigma=inf", "CFG 3 + OSEG sigma=inf"]
+                     "OSEG prediction alone sigma=inf", "CFG 3", "CFG 3 + SEG sigma=inf", "CFG 3 + OSEG sigma=inf"]
     rows = {row["setting"]: row for row in key["rows"]}
-    assert rows["+ OSEG sigma=inf"]["seg_mode"] == "orthogonal" and rows["+ SEG sigma=inf"]["seg_mode"] == "blur"
-    assert rows["+ OSEG sigma=inf"]["baseline"] == "unconditional" and rows["CFG 3 + OSEG sigma=inf"]["baseline"] == "CFG 3"
-    assert rows["+ OSEG sigma=inf"]["per_seed"] != rows["+ SEG sigma=inf"]["per_seed"]
+    oseg_row, seg_row = rows["+ OSEG sigma=inf"], rows["+ SEG sigma=inf"]
+    assert oseg_row["seg_mode"] == "orthogonal" and seg_row["seg_mode"] == "blur"
+    assert oseg_row["oseg_reference"] == "key" and seg_row["oseg_reference"] is None
+    assert oseg_row["baseline"] == "unconditional" and rows["CFG 3 + OSEG sigma=inf"]["baseline"] == "CFG 3"
+    assert oseg_row["vs_seg"] == "+ SEG sigma=inf" and rows["CFG 3 + OSEG sigma=inf"]["vs_seg"] == "CFG 3 + SEG sigma=inf"
+    assert rows["OSEG prediction alone sigma=inf"]["vs_seg"] == "blurred prediction alone sigma=inf"
+    assert "vs_seg" not in seg_row and "vs_seg" not in rows["unconditional"]
+    assert oseg_row["per_seed"] != seg_row["per_seed"]
+    differences = [a - b for a, b in zip(oseg_row["per_seed"]["asymmetry"], seg_row["per_seed"]["asymmetry"])]
+    assert oseg_row["delta_asymmetry_vs_seg"][0] == pytest.approx(sum(differences) / 2, rel=1e-12)
+    assert oseg_row["delta_asymmetry_vs_seg"][1] == pytest.approx(abs(differences[0] - differences[1]) / math.sqrt(2), rel=1e-9)
+    assert len(rows["CFG 3 + OSEG sigma=inf"]["delta_accuracy_vs_seg"]) == 2
+    text = (tmp_path / "key.md").read_text()
+    assert "Δ asymmetry vs SEG (paired) | Δ FD vs SEG (paired) |" in text
+    assert f"| {oseg_row['delta_asymmetry_vs_seg'][0]:+.4f} ± {oseg_row['delta_asymmetry_vs_seg'][1]:.4f} |" in text
     assert (key["oseg_reference"], query["oseg_reference"]) == ("key", "query")
     other = {row["setting"]: row for row in query["rows"]}
-    assert other["+ SEG sigma=inf"]["per_seed"] == rows["+ SEG sigma=inf"]["per_seed"]
-    assert other["+ OSEG sigma=inf"]["per_seed"] != rows["+ OSEG sigma=inf"]["per_seed"]
+    assert other["+ SEG sigma=inf"]["per_seed"] == seg_row["per_seed"]
+    assert other["+ OSEG sigma=inf"]["per_seed"] != oseg_row["per_seed"]
     from lib_seg import oseg
     assert oseg.REFERENCE == "key"  # the switch lasted for its run only
+
+    # Both decompositions in one run: each OSEG row with its own switch, scoring as a run with that switch does.
+    both = main(common + ["--oseg-reference", "key,query", "--results", str(tmp_path / "both")])
+    named = {row["setting"]: row for row in both["rows"]}
+    assert [row["setting"] for row in both["rows"]] == [
+        "unconditional", "+ SEG sigma=inf", "blurred prediction alone sigma=inf", "+ OSEG key sigma=inf",
+        "OSEG key prediction alone sigma=inf", "+ OSEG query sigma=inf", "OSEG query prediction alone sigma=inf",
+        "CFG 3", "CFG 3 + SEG sigma=inf", "CFG 3 + OSEG key sigma=inf", "CFG 3 + OSEG query sigma=inf"]
+    assert both["oseg_references"] == ["key", "query"] and oseg.REFERENCE == "key"
+    for ref, run in (("key", rows), ("query", other)):
+        assert named[f"+ OSEG {ref} sigma=inf"]["oseg_reference"] == ref
+        assert named[f"+ OSEG {ref} sigma=inf"]["per_seed"] == run["+ OSEG sigma=inf"]["per_seed"]
+        assert named[f"CFG 3 + OSEG {ref} sigma=inf"]["per_seed"] == run["CFG 3 + OSEG sigma=inf"]["per_seed"]
+        assert named[f"OSEG {ref} prediction alone sigma=inf"]["per_seed"] == run["OSEG prediction alone sigma=inf"]["per_seed"]
+        assert named[f"+ OSEG {ref} sigma=inf"]["vs_seg"] == "+ SEG sigma=inf"
+
+
+def test_oseg_reference_must_be_known(capsys):
+    from lib_seg.demo.__main__ import parse_args
+    for bad in ("mean", "key,key", "key,value"):
+        with pytest.raises(SystemExit):
+            parse_args(["--oseg", "--oseg-reference", bad])
+        assert "--oseg-reference" in capsys.readouterr().err
+
+
+def test_reports_of_disjoint_seeds_merge_into_the_single_run(tmp_path, keep_threads):
+    """Seeds run side by side and merged score exactly as one run over all the seeds: per-seed values, spreads,
+    paired differences (from the baseline and OSEG − SEG) and the real-image floor."""
+    import json
+    from lib_seg.demo.__main__ import main
+    common = ["--evaluate", "--oseg", "--no-cfg", "--n", "4", "--steps", "3", "--sigmas", "1,inf"]
+    whole = main(common + ["--seeds", "0,1", "--results", str(tmp_path / "whole")])
+    for seed in (0, 1):
+        main(common + ["--seeds", str(seed), "--results", str(tmp_path / f"seed{seed}")])
+    merged = main(["--merge", f"{tmp_path / 'seed0'}.json,{tmp_path / 'seed1'}.json", "--results", str(tmp_path / "merged")])
+    assert not any(row["conditional"] for row in whole["rows"])  # --no-cfg
+    assert merged["seeds"] == [0, 1] and merged["real_floor_fd"] == whole["real_floor_fd"]
+    keys = ("setting", "per_seed", "summary", "baseline", "delta_asymmetry", "delta_fd", "beats_asymmetry",
+            "vs_seg", "delta_asymmetry_vs_seg", "delta_fd_vs_seg")
+    for a, b in zip(merged["rows"], whole["rows"], strict=True):
+        assert {k: a.get(k) for k in keys} == {k: b.get(k) for k in keys}
+    assert json.loads((tmp_path / "merged.json").read_text())["rows"][0]["per_seed"] == whole["rows"][0]["per_seed"]
+    with pytest.raises(ValueError, match="overlap"):
+        main(["--merge", f"{tmp_path / 'seed0'}.json,{tmp_path / 'whole'}.json", "--results", str(tmp_path / "bad")])

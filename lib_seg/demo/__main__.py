@@ -31,8 +31,10 @@ def parse_args(argv):
     p.add_argument("--end", type=float, default=1.0, help="SEG end: fraction of the steps after which SEG stops (default 1)")
     p.add_argument("--oseg", action="store_true",
                    help="add Orthogonal SEG rows beside the SEG ones (+ OSEG at each sigma, CFG + OSEG)")
-    p.add_argument("--oseg-reference", choices=("key", "query"), default=None,
-                   help="OSEG's decomposition: along the head's mean key (default) or mean query (lib_seg/oseg.py)")
+    p.add_argument("--oseg-reference", default=None,
+                   help="OSEG's decomposition: along the head's mean key (key, the default) or mean query (query) "
+                        "(lib_seg/oseg.py); key,query scores both from the same noise, rows named 'OSEG key' / 'OSEG query'")
+    p.add_argument("--no-cfg", action="store_true", help="leave out the CFG rows (CFG, CFG + SEG, CFG + OSEG)")
     p.add_argument("--columns", type=int, default=10, help="samples per row (default 10: digits 0-9 in CFG rows)")
     p.add_argument("--out", default="seg_demo.png", help="PNG to write (default ./seg_demo.png)")
     p.add_argument("--evaluate", action="store_true", help="score the settings instead of drawing them")
@@ -42,6 +44,9 @@ def parse_args(argv):
                    help="--evaluate: the unconditional sigma x scale grid (--sigmas x --ablation-scales) instead")
     p.add_argument("--ablation-scales", default="1,3,5", help="--ablation: SEG scales (default 1,3,5)")
     p.add_argument("--results", default="seg_eval", help="--evaluate: path prefix of the .md and .json reports (default ./seg_eval)")
+    p.add_argument("--merge", default=None,
+                   help="A.json,B.json: join --evaluate reports of the same settings run on disjoint seeds (side by side) "
+                        "into one, compared as a single run would be, and write it to --results")
     p.add_argument("--weights", default=None, help="denoiser safetensors (default: the shipped one)")
     # One thread by default: this model's ops are small, and on a busy 2-core machine two OpenMP threads
     # waiting on each other took 265 s for the grid where one thread took 41 s.
@@ -54,6 +59,11 @@ def parse_args(argv):
         # validate once, with SEG's own messages
         SegSettings(enabled=True, scale=args.scale, layers=args.layers, start=args.start, end=args.end)
         args.interval = (args.start, args.end)
+        from ..oseg import REFERENCES
+        args.oseg_references = [r.strip() for r in (args.oseg_reference or "").split(",") if r.strip()]
+        unknown = [r for r in args.oseg_references if r not in REFERENCES]
+        if unknown or len(set(args.oseg_references)) != len(args.oseg_references):
+            raise ValueError(f"--oseg-reference: got {args.oseg_reference!r}; give key, query or key,query")
     except (SegParamError, ValueError) as error:
         p.error(str(error))
     return args
@@ -80,25 +90,50 @@ def main(argv=None):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from .. import oseg
-    previous, oseg.REFERENCE = oseg.REFERENCE, args.oseg_reference or oseg.REFERENCE
+    single = args.oseg_references[0] if len(args.oseg_references) == 1 else None
+    previous, oseg.REFERENCE = oseg.REFERENCE, single or oseg.REFERENCE
     try:
         return _run(args)
     finally:
         oseg.REFERENCE = previous  # the switch is for this run only
 
 
+def _merge(args):
+    import json
+    from .evaluate import merge_reports, write_report
+    reports = []
+    for path in args.merge.split(","):
+        with open(path.strip(), encoding="utf-8") as f:
+            reports.append(json.load(f))
+    report = merge_reports(reports)
+    report["command"] = "python -m lib_seg.demo " + " ".join(args.argv)
+    report["seconds"] = max(r.get("seconds", 0.0) for r in reports)  # wall time of the runs side by side
+    print(write_report(report, args.results + ".md", args.results + ".json", ablation=args.ablation))
+    print(f"wrote {os.path.abspath(args.results)}.md and .json")
+    return report
+
+
 def _run(args):
+    if args.merge:
+        return _merge(args)
     start = time.time()
     from .model import load_denoiser
     model = load_denoiser(args.weights)
-    settings = demo_settings(args.sigma_list, args.scale, args.cfg, args.layers, interval=args.interval, oseg=args.oseg)
+    # One reference: the run's switch (rows named "OSEG"); several: one set of rows per reference, each with its own.
+    references = args.oseg_references if len(args.oseg_references) > 1 else [None]
+    settings = demo_settings(args.sigma_list, args.scale, args.cfg, args.layers, interval=args.interval, oseg=args.oseg,
+                             oseg_references=references, cfg=not args.no_cfg)
     if args.evaluate:
         from .classifier import load_classifier
         from .evaluate import ablation_settings, evaluate, write_report
         if args.ablation:
             settings = ablation_settings(args.sigma_list, args.scale_list, args.layers, args.interval)
-        else:  # after the SEG rows: what SEG guides away from, sampled alone
+        else:  # after the SEG rows: what SEG guides away from, sampled alone; the same for OSEG after its rows
             settings.insert(1 + len(args.sigma_list), perturbed_setting(max(args.sigma_list), args.layers))
+            if args.oseg:
+                for i, ref in enumerate(references):
+                    at = 2 + (i + 2) * len(args.sigma_list) + i
+                    settings.insert(at, perturbed_setting(max(args.sigma_list), args.layers, "orthogonal", ref))
         print(f"evaluating {len(settings)} settings, {args.n} samples each for seeds {args.seeds} ...", flush=True)
         report = evaluate(model, load_classifier(), settings, n=args.n, seeds=args.seed_list, steps=args.steps,
                           sampler=args.sampler, log=lambda line: print(line, flush=True))
@@ -107,6 +142,7 @@ def _run(args):
         if args.oseg:
             from .. import oseg
             report["oseg_reference"] = oseg.REFERENCE
+            report["oseg_references"] = [ref or oseg.REFERENCE for ref in references]
         os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
         print(write_report(report, args.results + ".md", args.results + ".json", ablation=args.ablation))
         print(f"wrote {os.path.abspath(args.results)}.md and .json")

@@ -84,7 +84,25 @@ def setting_record(setting):
             "seg_sigma": format_sigma(setting.seg.sigma) if setting.seg.active else "",
             "seg_layers": setting.seg.layers if setting.seg.active else "",
             "seg_mode": setting.seg.mode if setting.seg.active else "",
-            "seg_interval": [setting.seg.start, setting.seg.end] if setting.seg.active else None}
+            "seg_interval": [setting.seg.start, setting.seg.end] if setting.seg.active else None,
+            "oseg_reference": _oseg_reference(setting)}
+
+
+def _oseg_reference(setting):
+    """The decomposition an OSEG row ran with: its own, or the switch as it stood (None for other rows)."""
+    if not (setting.seg.active and setting.seg.mode == "orthogonal"):
+        return None
+    from .. import oseg
+    return setting.oseg_reference or oseg.REFERENCE
+
+
+def seg_counterpart(row, rows):
+    """The SEG (blur) row an OSEG row is compared with: same conditioning, CFG, scale, σ, layers and steps, and the
+    same kind (guided, or prediction alone); None for other rows or if the settings hold none."""
+    if row.get("seg_mode") != "orthogonal":
+        return None
+    same = ("conditional", "cfg_scale", "perturbed_only", "seg_scale", "seg_sigma", "seg_layers", "seg_interval")
+    return next((b for b in rows if b["seg_mode"] == "blur" and all(b[k] == row[k] for k in same)), None)
 
 
 def _layers_cell(row):
@@ -113,7 +131,17 @@ def evaluate(model, classifier, settings, n=200, seeds=(0, 1, 2), steps=16, samp
         row.update(per_seed=per_seed, summary=summarise(per_seed), seconds=round(time.time() - start, 1))
         rows.append(row)
         log("  " + line_of(row))
-    for row in rows:  # compare each SEG row with its own no-SEG baseline, if the settings hold one
+    compare(rows)
+    return {"n": n, "seeds": list(seeds), "steps": steps, "sampler": sampler,
+            "real_floor_fd": list(spread(floor)), "real_floor_fd_per_seed": floor, "rows": rows}
+
+
+def compare(rows):
+    """Compare each SEG row with its own no-SEG baseline (same conditioning and CFG scale), if the rows hold one,
+    and each OSEG row with its SEG counterpart: paired differences and the ✓ verdicts, in place."""
+    for row in rows:
+        for key in [k for k in row if k.startswith(("delta_", "beats_")) or k in ("baseline", "vs_seg")]:
+            del row[key]
         baseline = next((b for b in rows if not b["seg_sigma"] and b["conditional"] == row["conditional"]
                          and b["cfg_scale"] == row["cfg_scale"]), None)
         if row["seg_sigma"] and baseline is not None:
@@ -123,8 +151,42 @@ def evaluate(model, classifier, settings, n=200, seeds=(0, 1, 2), steps=16, samp
             if not row["perturbed_only"]:  # a diagnostic, not a way of sampling anyone would choose
                 row["beats_asymmetry"] = beats(row, baseline, "asymmetry")
                 row["beats_fd"] = beats(row, baseline, "fd")
-    return {"n": n, "seeds": list(seeds), "steps": steps, "sampler": sampler,
-            "real_floor_fd": list(spread(floor)), "rows": rows}
+        seg = seg_counterpart(row, rows)
+        if seg is not None:  # OSEG − SEG, from the same noise per seed
+            row["vs_seg"] = seg["setting"]
+            row["delta_asymmetry_vs_seg"] = paired_difference(row, seg, "asymmetry")
+            row["delta_fd_vs_seg"] = paired_difference(row, seg, "fd")
+            if row["conditional"]:
+                row["delta_accuracy_vs_seg"] = paired_difference(row, seg, "accuracy")
+    return rows
+
+
+def merge_reports(reports):
+    """One report from runs of the same settings, N, steps and sampler on disjoint seeds (e.g. run side by side
+    on two cores): the per-seed scores joined in the order given, then summarised and compared as one run would
+    be. Every seed's samples depend on that seed alone, so the result equals a single run over all the seeds."""
+    first = reports[0]
+    same = ("n", "steps", "sampler")
+    for other in reports[1:]:
+        if any(other[k] != first[k] for k in same) or \
+                [r["setting"] for r in other["rows"]] != [r["setting"] for r in first["rows"]]:
+            raise ValueError("merge: the reports differ in settings, N, steps or sampler")
+    seeds = [seed for report in reports for seed in report["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"merge: seeds overlap: {seeds}")
+    rows = []
+    for parts in zip(*(report["rows"] for report in reports)):
+        row = {k: v for k, v in parts[0].items() if k not in ("per_seed", "summary", "seconds")}
+        row["per_seed"] = {m: [v for part in parts for v in part["per_seed"][m]] for m in METRICS}
+        row["summary"] = summarise(row["per_seed"])
+        row["seconds"] = round(sum(part["seconds"] for part in parts), 1)
+        rows.append(row)
+    floor = [v for report in reports for v in report["real_floor_fd_per_seed"]]
+    merged = {k: v for k, v in first.items() if k not in ("rows", "seeds", "seconds", "command")}
+    merged.update(seeds=seeds, real_floor_fd=list(spread(floor)), real_floor_fd_per_seed=floor, rows=compare(rows),
+                  merged_from=[{"command": r.get("command"), "seeds": r["seeds"], "seconds": r.get("seconds")}
+                               for r in reports])
+    return merged
 
 
 def ablation_settings(sigmas, scales, layers, interval=(0.0, 1.0)):
@@ -156,17 +218,25 @@ def _delta(row, key, digits):
 
 
 def markdown_table(report):
+    """One line per row. With OSEG rows, two more columns: their paired difference from the SEG row of the same
+    σ (OSEG − SEG); a report without OSEG rows gives the table it always did."""
+    oseg = any("vs_seg" in row for row in report["rows"])
+    extra = " Δ asymmetry vs SEG (paired) | Δ FD vs SEG (paired) |" if oseg else ""
     lines = ["| setting | CFG | SEG scale | SEG σ | layers | asymmetry ↓ | FD ↓ | class accuracy ↑ "
-             "| Δ asymmetry (paired) | Δ FD (paired) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| Δ asymmetry (paired) | Δ FD (paired) |" + extra,
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if oseg else "")]
     for row in report["rows"]:
         s = row["summary"]
         cfg = f"{row['cfg_scale']:g}" if row["conditional"] else "— (null token)"
         seg_scale = "(alone)" if row.get("perturbed_only") else f"{row['seg_scale']:g}" if row["seg_sigma"] else "—"
-        lines.append(f"| {row['setting']} | {cfg} | {seg_scale} | {row['seg_sigma'] or '—'} | {_layers_cell(row)} | "
-                     f"{_pm(s['asymmetry'], 4)}{_verdict(row, 'beats_asymmetry')} | {_pm(s['fd'], 2)}{_verdict(row, 'beats_fd')} | "
-                     f"{_pm(s['accuracy'], 3)} | {_delta(row, 'delta_asymmetry', 4)} | {_delta(row, 'delta_fd', 2)} |")
-    lines.append(f"| *real images (N of them vs the reference set)* | | | | | 0 | {_pm(report['real_floor_fd'], 2)} | | | |")
+        line = (f"| {row['setting']} | {cfg} | {seg_scale} | {row['seg_sigma'] or '—'} | {_layers_cell(row)} | "
+                f"{_pm(s['asymmetry'], 4)}{_verdict(row, 'beats_asymmetry')} | {_pm(s['fd'], 2)}{_verdict(row, 'beats_fd')} | "
+                f"{_pm(s['accuracy'], 3)} | {_delta(row, 'delta_asymmetry', 4)} | {_delta(row, 'delta_fd', 2)} |")
+        if oseg:
+            line += f" {_delta(row, 'delta_asymmetry_vs_seg', 4)} | {_delta(row, 'delta_fd_vs_seg', 2)} |"
+        lines.append(line)
+    lines.append(f"| *real images (N of them vs the reference set)* | | | | | 0 | {_pm(report['real_floor_fd'], 2)} | | | |"
+                 + (" | |" if oseg else ""))
     return "\n".join(lines)
 
 
@@ -194,7 +264,9 @@ def describe_run(report):
     return (f"N = {report['n']} samples per setting and seed, seeds {', '.join(map(str, report['seeds']))} "
             f"(mean ± seed-to-seed standard deviation), {report['sampler']} with {report['steps']} steps "
             f"(Karras sigmas){total}. ✓: beats the same run without SEG by more than the larger of the two spreads. "
-            f"Δ (paired): the per-seed difference from that run (same noise), mean ± its seed-to-seed sd.")
+            f"Δ (paired): the per-seed difference from that run (same noise), mean ± its seed-to-seed sd."
+            + (" Δ vs SEG: an OSEG row minus the SEG row of the same σ, paired the same way."
+               if any("vs_seg" in row for row in report["rows"]) else ""))
 
 
 def write_report(report, markdown_path, json_path, ablation=False):

@@ -1,6 +1,7 @@
 """Sampling the demo model through the project's own CFG+SEG engine (lib_seg.denoiser.SegCFGDenoiser),
 with a stock k-diffusion sampler: the same session, attention patch and guidance code the WebUI
 adapters use, minus the WebUI."""
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -25,6 +26,9 @@ class Setting:
     # Sample from SEG's perturbed prediction alone (every row through the blurred attention, no guidance):
     # what SEG guides away from. A diagnostic: SEG can only add structure that this loses.
     perturbed_only: bool = False
+    # OSEG's decomposition for this setting only ("key" or "query", lib_seg/oseg.py); None: the module's switch
+    # as it stands. Lets one run score both decompositions from the same noise.
+    oseg_reference: Optional[str] = None
 
 
 class PerturbedDenoiser(SegCFGDenoiser):
@@ -66,11 +70,27 @@ def sample(model, setting, labels, seed=0, steps=16, sampler="dpmpp_2m", callbac
     wrapper = PerturbedDenoiser if setting.perturbed_only else SegCFGDenoiser
     guided = wrapper(model, model.unet, setting.seg, cfg_scale=setting.cfg_scale,
                      total_steps=denoiser_calls(sampler, steps))
-    with guided:
+    with guided, _oseg_reference(setting.oseg_reference):
         step_fn = getattr(sampling, "sample_" + sampler)
         out = step_fn(guided, x, sigmas, extra_args={"cond": cond, "uncond": uncond},
                       callback=callback, disable=True)
     return out.clamp(-1.0, 1.0)
+
+
+@contextmanager
+def _oseg_reference(reference):
+    """OSEG's internal switch (oseg.REFERENCE, read at every attention call) set for one sampling run."""
+    from .. import oseg
+    if reference is None:
+        yield
+        return
+    if reference not in oseg.REFERENCES:
+        raise ValueError(f"SEG: unknown OSEG reference {reference!r}; known: {', '.join(oseg.REFERENCES)}")
+    previous, oseg.REFERENCE = oseg.REFERENCE, reference
+    try:
+        yield
+    finally:
+        oseg.REFERENCE = previous
 
 
 def seg_settings(scale, sigma, layers, interval=(0.0, 1.0), mode="blur"):
@@ -80,26 +100,38 @@ def seg_settings(scale, sigma, layers, interval=(0.0, 1.0), mode="blur"):
                        mode=mode)
 
 
-def perturbed_setting(sigma, layers):
-    return Setting(f"blurred prediction alone sigma={format_sigma(sigma)}", False,
-                   seg=seg_settings(1.0, sigma, layers), perturbed_only=True)
+def perturbed_setting(sigma, layers, mode="blur", oseg_reference=None, interval=(0.0, 1.0)):
+    """Sample SEG's (or, mode "orthogonal", OSEG's) perturbed prediction alone: what the guidance pushes away from."""
+    name = "blurred" if mode == "blur" else "OSEG" + (f" {oseg_reference}" if oseg_reference else "")
+    return Setting(f"{name} prediction alone sigma={format_sigma(sigma)}", False,
+                   seg=seg_settings(1.0, sigma, layers, interval, mode), perturbed_only=True, oseg_reference=oseg_reference)
+
+
+def _oseg_name(reference):
+    return "OSEG" if reference is None else f"OSEG {reference}"
 
 
 def demo_settings(sigmas, seg_scale, cfg_scale, layers, cfg_seg_sigma: Optional[float] = None, interval=(0.0, 1.0),
-                  oseg=False):
+                  oseg=False, oseg_references=(None,), cfg=True):
     """The grid's rows / the table's lines: unconditional, + SEG at each sigma, CFG, CFG + SEG.
     CFG + SEG uses the largest sigma unless told otherwise (the paper's default is infinity). With `oseg`, OSEG
-    rows beside the SEG ones: + OSEG at each sigma after the SEG rows, and CFG + OSEG last."""
+    rows beside the SEG ones: + OSEG at each sigma after the SEG rows, and CFG + OSEG last; one set per entry of
+    `oseg_references` (None: the switch as it stands, rows named "OSEG"; "key"/"query": named "OSEG key" ...).
+    `cfg=False` leaves out the CFG rows."""
     cfg_seg_sigma = max(sigmas) if cfg_seg_sigma is None else cfg_seg_sigma
+    references = list(oseg_references) if oseg else []
     rows = [Setting("unconditional", False)]
     rows += [Setting(f"+ SEG sigma={format_sigma(s)}", False, seg=seg_settings(seg_scale, s, layers, interval)) for s in sigmas]
-    if oseg:
-        rows += [Setting(f"+ OSEG sigma={format_sigma(s)}", False, seg=seg_settings(seg_scale, s, layers, interval,
-                                                                                 "orthogonal")) for s in sigmas]
+    for ref in references:
+        rows += [Setting(f"+ {_oseg_name(ref)} sigma={format_sigma(s)}", False, oseg_reference=ref,
+                         seg=seg_settings(seg_scale, s, layers, interval, "orthogonal")) for s in sigmas]
+    if not cfg:
+        return rows
     rows.append(Setting(f"CFG {cfg_scale:g}", True, cfg_scale=cfg_scale))
     rows.append(Setting(f"CFG {cfg_scale:g} + SEG sigma={format_sigma(cfg_seg_sigma)}", True, cfg_scale=cfg_scale,
                         seg=seg_settings(seg_scale, cfg_seg_sigma, layers, interval)))
-    if oseg:
-        rows.append(Setting(f"CFG {cfg_scale:g} + OSEG sigma={format_sigma(cfg_seg_sigma)}", True, cfg_scale=cfg_scale,
+    for ref in references:
+        rows.append(Setting(f"CFG {cfg_scale:g} + {_oseg_name(ref)} sigma={format_sigma(cfg_seg_sigma)}", True,
+                            cfg_scale=cfg_scale, oseg_reference=ref,
                             seg=seg_settings(seg_scale, cfg_seg_sigma, layers, interval, "orthogonal")))
     return rows
