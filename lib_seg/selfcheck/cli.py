@@ -26,10 +26,12 @@ class Report:
         self.emit(f"SEG self-check against {record['url']}")
         version = f" {host['version']}" if host.get("version") else ""
         self.emit(f"host:  {host.get('name', '?')}{version} ({host.get('evidence', '')})")
-        layout = f", UNet {model['layout']}, m0 has {model.get('middle_transformers')}" if model.get("layout") else ""
+        layout = (f", UNet {model['layout']}, m0 has {model.get('middle_transformers')}" if model.get("middle_transformers")
+                  else f", blocks {model['layout']}" if model.get("layout") else "")
         self.emit(f"model: {model.get('checkpoint')} -> {model.get('family')}{layout}")
         settings, client = record["settings"], record["client"]
-        self.emit(f"run:   {settings['size']} px, {settings['steps']} steps, {SAMPLER}, seed {SEED}, CFG {CFG:g}; "
+        self.emit(f"run:   {settings['size']} px, {settings['steps']} steps, {SAMPLER}"
+                  f"{', scheduler ' + settings['scheduler'] if settings.get('scheduler') else ''}, seed {SEED}, CFG {CFG:g}; "
                   f"client Python {client['python']}, Pillow {'yes' if client['pillow'] else 'no'}, "
                   f"numpy {'yes' if client['numpy'] else 'no'}")
         self.emit(f"       'changes' = at least {100 * CHANGED_FRACTION:g} % of pixels differ by more than "

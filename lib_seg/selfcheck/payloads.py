@@ -18,6 +18,11 @@ NEGATIVE = "blurry"
 SEED = 20240801
 CFG = 5.0
 SAMPLER = "Euler"         # deterministic (no ancestral noise), present in every host
+# Forge's API leaves the scheduler at "Automatic", which for a flow-matching transformer (Flux, Chroma, SD3 in Forge
+# dfdcbab6) samples at sigmas 9999, 6666, 3333, 0 and decodes an all-black image, with or without SEG (seen in the
+# real Forge with the harness's Flux); Forge's UI presets for these models select "Simple". Sent only to Forge
+# with a transformer model (runner.SelfCheck.probe).
+FORGE_DIT_SCHEDULER = "Simple"
 SEG_ON = [True, 3, "inf", "mid", 0, 1, 0]   # positional, in SEG_ARG_NAMES order
 SEG_ON_NAMED = [dict(zip(SEG_ARG_NAMES, SEG_ON))]
 # Runs "without SEG" say so explicitly: a user's ui-config.json may have changed the UI default (which is what

@@ -11,8 +11,8 @@ from lib_seg.selfcheck.checks import CHECKS
 from lib_seg.selfcheck.client import RequestFailed, Skip, Stop, Unreachable
 from lib_seg.selfcheck.detect import detect_host, layout_from_refusal, script_entry
 from lib_seg.selfcheck.images import CHANGED_FRACTION, CHANGED_LEVELS, ImageError, decode_image
-from lib_seg.selfcheck.payloads import (CFG, LAYER_PROBE, SAMPLER, SEED, SEG_OFF, SEG_ON, XYZ_SCRIPT, hires_fields,
-                                        txt2img)
+from lib_seg.selfcheck.payloads import (CFG, FORGE_DIT_SCHEDULER, LAYER_PROBE, SAMPLER, SEED, SEG_OFF, SEG_ON,
+                                        XYZ_SCRIPT, hires_fields, txt2img)
 
 
 class Generation:
@@ -44,6 +44,7 @@ class SelfCheck:
         }
         self._cache = {}
         self.script_info = None
+        self.fixed = {}  # fields every generation adds for this host and model (probe): Forge's DiT scheduler
 
     # ------------------------------------------------------------ requests
 
@@ -51,7 +52,7 @@ class SelfCheck:
         fields = {}
         if payload:
             for key in ("seed", "steps", "cfg_scale", "width", "height", "batch_size", "sampler_name", "enable_hr",
-                        "hr_scale", "denoising_strength", "script_name", "script_args", "alwayson_scripts",
+                        "hr_scale", "denoising_strength", "scheduler", "hr_scheduler", "hr_sampler_name", "script_name", "script_args", "alwayson_scripts",
                         "styles", "hr_additional_modules"):
                 if key in payload:
                     fields[key] = payload[key]
@@ -103,7 +104,7 @@ class SelfCheck:
         return Generation(pixels, b64, info if isinstance(info, dict) else {})
 
     def payload(self, seg=SEG_OFF, **changes_):
-        return txt2img(self.size, self.steps, seg, changes_)
+        return txt2img(self.size, self.steps, seg, dict(self.fixed, **changes_))
 
     def hires_payload(self, seg):
         return self.payload(seg, **hires_fields(self.steps))
@@ -171,6 +172,9 @@ class SelfCheck:
                 model["filename"] = item.get("filename")
                 model["config"] = item.get("config")
         model.update(self.probe_layout())
+        if host.get("name") == "Forge" and str(model.get("layout") or "").startswith("j0"):
+            self.fixed["scheduler"] = FORGE_DIT_SCHEDULER
+            self.record["settings"]["scheduler"] = FORGE_DIT_SCHEDULER
         try:  # the first image, needed anyway; its info names the host's version for the header
             self.base()
         except (RequestFailed, Skip):

@@ -52,11 +52,12 @@ SIZES = {
     "sd3": dict(depth=4, pos_embed=32, qk_norm="rms"),
 }
 # T5 for Flux / Chroma: d_model = the transformer's context_in_dim. SD3 concatenates T5 with CLIP-L+G padded to
-# 4096 features, so its T5 keeps d_model 4096 (one layer); Forge runs it only with the option sd3_enable_t5.
+# 4096 features, so its T5 keeps d_model 4096 (two layers: Forge's loader refuses a T5 of 16 tensors or fewer with
+# 'You do not have T5 state dict!', and one layer has 13); Forge runs it only with the option sd3_enable_t5.
 T5_SIZES = {
     "flux": dict(d_model=64, num_layers=2, num_heads=4, d_ff=128),
     "chroma": dict(d_model=64, num_layers=2, num_heads=4, d_ff=128),
-    "sd3": dict(d_model=4096, num_layers=1, num_heads=4, d_ff=64),
+    "sd3": dict(d_model=4096, num_layers=2, num_heads=4, d_ff=64),
 }
 SCALES = {"qk_norm": 3.0, "attn_out": 4.0, "upsample": 2.0}
 FILES = {"flux": "seg-random-flux-dev.safetensors", "chroma": "seg-random-chroma.safetensors",

@@ -103,9 +103,14 @@ def check_hires_own(sc):
         problems.append("the image without the override has 'SEG hires' keys in its infotext")
     # hr_sampler_name: A1111 1.10's infotext parser fills a missing "Hires sampler" with the UI's "Use same
     # sampler", which its API then rejects ("bad sampler name"); a field set in the request wins (so its
-    # "Hires sampler" key in the replay's infotext is ours).
-    replayed = replay_difference(own, sc.replay("hires own from infotext", own, hr_sampler_name=SAMPLER),
-                                 explained=("Hires sampler",))
+    # "Hires sampler" key in the replay's infotext is ours). hr_scheduler likewise where the self-check names a
+    # scheduler (Forge with a transformer model): Forge's API reads the implied "Use same scheduler" as a scheduler
+    # of its own and the hires pass then decodes an all-black image, with or without SEG (seen in the real Forge).
+    fields = dict(hr_sampler_name=SAMPLER)
+    if sc.fixed.get("scheduler"):
+        fields["hr_scheduler"] = sc.fixed["scheduler"]
+    replayed = replay_difference(own, sc.replay("hires own from infotext", own, **fields),
+                                 explained=("Hires sampler", "Hires schedule type"))
     if replayed:
         text, gained = replayed
         if gained:

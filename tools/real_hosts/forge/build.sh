@@ -109,6 +109,11 @@ nice -n 10 "${pip[@]}" "${torch[@]}" -r "$dest/seg-requirements.txt"
 # What the launchers install besides the requirements: OpenAI's CLIP package from that repository (reForge's
 # k-diffusion imports `clip` at startup); joblib for the built-in soft-inpainting script.
 nice -n 10 "${pip[@]}" --no-build-isolation "${torch[@]}" "$dest/repositories/CLIP" joblib
+# Forge: the requirements pull in sentencepiece 0.2.3, whose sentencepiece_model_pb2 needs protobuf >= 5
+# (google.protobuf.runtime_version), but Forge pins protobuf 3.20. A T5 tokenizer shipped without tokenizer.json
+# (Forge's SD3 T5, converted from the slow tokenizer at load) then fails with ImportError and SD3 never loads;
+# 0.2.0 works with protobuf 3.20. (Flux's and Chroma's T5 tokenizers load without it.)
+[[ $host == forge ]] && nice -n 10 "${pip[@]}" sentencepiece==0.2.0
 
 # The extension, linked so that edits in the repository are live.
 mkdir -p "$dest/extensions"
