@@ -42,5 +42,5 @@ python3 "$here/../serve.py" start --pidfile "$run/webui-$port.pid" --log "$run/w
   --api --port "$port" --ckpt-dir "$models" --ckpt "$models/$ckpt" --no-download-sd-model \
   --disable-console-progressbars "$@"
 python3 "$here/../serve.py" wait --url "http://127.0.0.1:$port" --pidfile "$run/webui-$port.pid" \
-  --timeout "${WAIT_TIMEOUT:-1500}"
+  --timeout "${WAIT_TIMEOUT:-1500}" --log-ready "Startup time:"
 touch "$dest/READY"
