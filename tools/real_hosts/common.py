@@ -1,0 +1,115 @@
+"""What every harness command shares: the self-check's API client and pixel comparison (imported from
+lib_seg.selfcheck, not copied), a raw-body POST for payloads plain JSON cannot express (duplicated keys), the
+server's console log read from where the last look stopped, and the server's resident memory.
+Standard library only (Pillow and numpy are used by lib_seg.selfcheck.images when present)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from hosts import CHECKOUT
+
+if str(CHECKOUT) not in sys.path:
+    sys.path.insert(0, str(CHECKOUT))
+
+from lib_seg.selfcheck.client import Api, Reply, Unreachable  # noqa: E402
+from lib_seg.selfcheck.images import compare, decode_image, describe_difference, changes  # noqa: E402,F401
+from lib_seg.selfcheck.payloads import SEG_API_NAME  # noqa: E402,F401
+
+
+def post_raw(api: Api, path: str, body: bytes, timeout=None) -> Reply:
+    """POST `body` as it is (Api.post encodes a Python object, which cannot hold a key twice)."""
+    request = urllib.request.Request(api.url + path, data=body, headers=api.headers, method="POST")
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout or api.timeout) as response:
+            return Reply(response.status, response.read(), time.monotonic() - started)
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, error.read() or b"", time.monotonic() - started)
+    except (urllib.error.URLError, OSError) as error:
+        raise Unreachable(f"POST {api.url}{path}: {getattr(error, 'reason', error)}") from None
+
+
+class Log:
+    """The server's console log; ``new()`` returns what was written since the last call."""
+
+    def __init__(self, path):
+        self.path = str(path) if path else None
+        self.pos = os.path.getsize(self.path) if self.path and os.path.exists(self.path) else 0
+
+    def new(self) -> str:
+        if not self.path or not os.path.exists(self.path):
+            return ""
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        self.pos += len(data)
+        return data.decode("utf-8", "replace")
+
+
+def tracebacks(text: str) -> list:
+    """The last line of each Python traceback in `text` (the exception), for the record."""
+    out = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                j += 1
+            out.append(lines[j][:300] if j < len(lines) else "(truncated)")
+    return out
+
+
+def server_pid(pidfile) -> int | None:
+    """The WebUI's own process in the group serve.py started (the recorded PID may be flock or nice)."""
+    try:
+        with open(pidfile) as f:
+            pgid = json.load(f)["pgid"]
+    except (OSError, ValueError, KeyError):
+        return None
+    best = None
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            rss = rss_mb(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+        if rss is not None and (best is None or rss > best[1]):
+            best = (int(pid), rss)
+    return best[0] if best else None
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def images(reply: Reply):
+    return [decode_image(b) for b in reply.json["images"]]
+
+
+def infotext(reply: Reply) -> str:
+    try:
+        return json.loads(reply.json["info"])["infotexts"][0]
+    except (KeyError, ValueError, TypeError, IndexError):
+        return ""
+
+
+def short(text, limit=200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
