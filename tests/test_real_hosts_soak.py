@@ -102,6 +102,9 @@ def test_check_command_lines(tmp_path):
     assert argv[argv.index("--log") + 1] == str(tmp_path / "forge" / "run" / "webui-7870.log")
     args = harness.parse(["check", "rows", "--host", "reforge"])
     argv = harness.check_argv(args, tmp_path)
-    assert argv[0] == str(tmp_path / "reforge" / "venv" / "bin" / "python") and "--forge" in argv
+    assert argv[0] == sys.executable and "--forge" in argv  # standard library only
+    args = harness.parse(["check", "controlnet", "--host", "forge"])
+    argv = harness.check_argv(args, tmp_path)
+    assert argv[0] == str(tmp_path / "forge" / "venv" / "bin" / "python") and "--forge" in argv  # Pillow
     args = harness.parse(["check", "selfcheck", "--host", "a1111"])
     assert harness.check_argv(args, tmp_path)[1:3] == ["-m", "lib_seg.selfcheck"]

@@ -113,3 +113,71 @@ def infotext(reply: Reply) -> str:
 def short(text, limit=200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- the harness's probe extension
+
+def probe_reset(api) -> bool:
+    """Clear the probe's record (A1111's probe: /seg-probe/reset, Forge/reForge's: /seg-probe/clear).
+    False when no probe is loaded."""
+    for path in ("/seg-probe/reset", "/seg-probe/clear"):
+        if api.post(path, {}).status == 200:
+            return True
+    return False
+
+
+def probe_calls(api):
+    """Every UNet call the probe saw since the reset, one dict per call whatever the host: rows, latent (h, w),
+    step (A1111: the denoiser's step; Forge/reForge: the sigma), checkpoint (A1111 only), fingerprint (hash of
+    row 0's latent), seg_rows ([start, stop] of the SEG rows, Forge/reForge only). None without a probe."""
+    reply = api.get("/seg-probe/calls")
+    if reply.status != 200 or not isinstance(reply.json, dict):
+        return None
+    out = []
+    for c in reply.json.get("calls", []):
+        if isinstance(c, dict):
+            out.append({"rows": c["rows"], "latent": tuple(c["latent"]), "step": c.get("sigma"),
+                        "checkpoint": None, "fingerprint": c.get("x0"), "seg_rows": c.get("seg_rows")})
+        else:
+            step, rows, h, w, ckpt, *rest = c
+            out.append({"rows": rows, "latent": (h, w), "step": step, "checkpoint": ckpt,
+                        "fingerprint": rest[0] if rest else None, "seg_rows": None})
+    return out
+
+
+def steps_of(calls):
+    """Consecutive calls of one sampler step (same step, latent size and checkpoint) grouped together."""
+    groups = []
+    for c in calls or []:
+        key = (c["step"], c["latent"], c["checkpoint"])
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(c)
+        else:
+            groups.append((key, [c]))
+    return [g for _, g in groups]
+
+
+def fraction_over(a, b, levels):
+    """The fraction of pixels where some channel differs by more than `levels` (images of one size)."""
+    if a.size != b.size:
+        return 1.0
+    try:
+        import numpy as np
+        x = np.frombuffer(a.rgb, np.uint8).astype(np.int16).reshape(-1, 3)
+        y = np.frombuffer(b.rgb, np.uint8).astype(np.int16).reshape(-1, 3)
+        return float((np.abs(x - y).max(axis=1) > levels).mean())
+    except ImportError:
+        n = len(a.rgb) // 3
+        return sum(1 for i in range(n) if max(abs(a.rgb[3 * i + k] - b.rgb[3 * i + k]) for k in range(3)) > levels) / n
+
+
+def max_abs(a, b) -> int:
+    """The largest difference of any channel of any pixel, in grey levels (images of one size)."""
+    if a.size != b.size:
+        return 255
+    try:
+        import numpy as np
+        return int(np.abs(np.frombuffer(a.rgb, np.uint8).astype(np.int16)
+                          - np.frombuffer(b.rgb, np.uint8).astype(np.int16)).max())
+    except ImportError:
+        return max(abs(x - y) for x, y in zip(a.rgb, b.rgb))

@@ -29,7 +29,7 @@ import hosts as H  # noqa: E402
 
 CHECKS = {
     # name: (script relative to tools/real_hosts, needs the host's venv python, passes --url, passes --log)
-    "rows": ("checks/rows.py", True, True, False),
+    "rows": ("checks/rows.py", False, True, False),
     "hires-pag": ("check_hires_pag.py", False, True, False),
     "neighbours": ("check_neighbours.py", False, True, True),
     "controlnet": ("controlnet/check_controlnet.py", True, True, False),
@@ -112,8 +112,6 @@ def start_argv(h, args, root):
         argv += ["--probe"] if not h.background else []
     if args.extra:
         argv += ["--", *args.extra]
-    if not h.background:
-        argv += (["--"] if not args.extra else []) + ["--ckpt", str(root / "models" / args.checkpoint)]
     return argv
 
 
