@@ -75,3 +75,12 @@ def test_pixel_statistics():
 def test_tracebacks_are_named_by_their_exception():
     log = "x\nTraceback (most recent call last):\n  File \"a.py\", line 1\n    foo()\nValueError: bad\nok\n"
     assert common.tracebacks(log) == ["ValueError: bad"]
+
+
+def test_tracebacks_as_a1111_prints_api_errors():
+    log = ("*** API error: POST: http://127.0.0.1:7860/sdapi/v1/txt2img {'error': 'TypeError'}\n"
+           "    Traceback (most recent call last):\n      File \"api.py\", line 3, in f\n        g()\n"
+           "    TypeError: Integer exceeds 64-bit range\n---\n")
+    assert common.tracebacks(log) == ["TypeError: Integer exceeds 64-bit range"]
+    log = "    Traceback (most recent call last):\n      File \"x\"\n    modules.devices.NansException: NaNs\n"
+    assert common.tracebacks(log) == ["modules.devices.NansException: NaNs"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -52,16 +53,20 @@ class Log:
 
 
 def tracebacks(text: str) -> list:
-    """The last line of each Python traceback in `text` (the exception), for the record."""
+    """The exception line of each Python traceback in `text`, for the record. A1111 indents the tracebacks it
+    prints for API errors, and prints a chained exception's traceback too (one line each)."""
     out = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("Traceback (most recent call last)"):
+        if line.strip().startswith("Traceback (most recent call last)"):
             j = i + 1
-            while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+            while j < len(lines) and not _EXCEPTION_LINE.match(lines[j]):
                 j += 1
-            out.append(lines[j][:300] if j < len(lines) else "(truncated)")
+            out.append(lines[j].strip()[:300] if j < len(lines) else "(truncated)")
     return out
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
 
 
 def server_pid(pidfile) -> int | None:

@@ -268,6 +268,8 @@ def seg_view(script_args):
 def predict(payload, n_controls, defaults):
     """("host-500", why) | ("invalid", message) | ("valid", None) | ("unknown", why) for infotext payloads."""
     if "infotext" in payload:
+        if _unencodable(payload["infotext"]):
+            return ("host-500", "response echo: lone surrogate")
         return ("unknown", "infotext")
     if payload["kind"] == "no-args":
         args = None
@@ -280,9 +282,10 @@ def predict(payload, n_controls, defaults):
             return ("host-500", f"{type(error).__name__}: {error}")
     try:
         settings = seg_view(script_args)
-        if _huge_int(args):
-            # SEG never sees it (beyond its controls), but the host's answer echoes the request through orjson
-            return ("host-500", "response echo: integer beyond 64 bits")
+        if _unencodable(args):
+            # SEG never sees it (beyond its controls), but the host's answer echoes the request through orjson,
+            # which refuses integers beyond 64 bits and lone surrogates
+            return ("host-500", "response echo: " + _unencodable(args))
     except P.SegParamError as error:
         return ("invalid", str(error))
     except Exception as error:  # noqa: BLE001 - what our code would raise: a 500 to fix
@@ -293,16 +296,19 @@ def predict(payload, n_controls, defaults):
     return ("valid", None)
 
 
-def _huge_int(value):
+def _unencodable(value):
+    """Why orjson (the hosts' API answer) cannot encode `value`, or "" when it can."""
     if isinstance(value, bool):
-        return False
+        return ""
     if isinstance(value, int):
-        return not -2 ** 63 <= value < 2 ** 64
+        return "" if -2 ** 63 <= value < 2 ** 64 else "integer beyond 64 bits"
+    if isinstance(value, str):
+        return "lone surrogate" if any(0xD800 <= ord(c) <= 0xDFFF for c in value) else ""
     if isinstance(value, Mapping):
-        return any(_huge_int(v) for v in value.values())
+        return next((r for r in map(_unencodable, [*value.keys(), *value.values()]) if r), "")
     if isinstance(value, (list, tuple)):
-        return any(_huge_int(v) for v in value)
-    return False
+        return next((r for r in map(_unencodable, value) if r), "")
+    return ""
 
 
 FIELD_NAMED = re.compile(r"\((%s)\)|^SEG[ :]" % "|".join(NAMES))
@@ -369,7 +375,7 @@ def run(api, h, payloads, results_path, log_path=None, only=None):
             tb = common.tracebacks(console)
             alive = _alive(api)
             outcome = classify(status, message, prediction)
-            if tb and outcome != "host-500":
+            if tb and outcome in ("ok-200", "ok-422"):  # a 200/422 with a traceback printed is a failure too
                 outcome = "fail-traceback"
             if not alive:
                 outcome = "fail-server-gone"
@@ -426,7 +432,8 @@ def _cause(outcome, prediction, message):
     if outcome == "ok-200":
         return "accepted"
     if outcome == "host-500":
-        return "host init_script_args: " + prediction[1].split(":")[0]
+        why = prediction[1]
+        return "host: " + (why if why.startswith("response echo") else "init_script_args " + why.split(":")[0])
     match = FIELD_NAMED.search(message or "")
     if match:
         return "SEG refusal: " + (match.group(1) or common.short(message, 40))
