@@ -407,7 +407,7 @@ def run(api, h, payloads, results_path, log_path=None, only=None):
 
 def _alive(api):
     try:
-        return api.get("/sdapi/v1/samplers", timeout=60).status == 200
+        return api.get("/sdapi/v1/samplers", timeout=60).status < 500  # any answer but a server error
     except common.Unreachable:
         return False
 

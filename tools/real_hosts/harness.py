@@ -126,6 +126,10 @@ def cmd_start(args, root):
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # threads wait without spinning on the shared cores
     if h.background:
+        if args.probe:  # A1111's start script has no --probe: link the probe as build.sh --probe does
+            link = h.dest(root) / "extensions" / "seg-probe"
+            if not link.exists():
+                link.symlink_to(H.HERE / "a1111" / "probe")
         return subprocess.call(start_argv(h, args, root), env=env)
     serve = [sys.executable, str(H.HERE / "serve.py")]
     pidfile, log = h.pidfile(root, args.port), h.log(root, args.port)
