@@ -16,14 +16,12 @@ should be 200 (or 422 from the model stage: a layer the model lacks), "invalid" 
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 from collections import Counter
 from collections.abc import Mapping
 
-from hosts import CHECKOUT  # noqa: F401  (puts the checkout on sys.path through common)
-import common
+import common  # puts the checkout on sys.path
 from lib_seg import params as P  # noqa: E402
 
 SEED = 20261205

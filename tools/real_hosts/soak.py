@@ -65,7 +65,7 @@ def jobs(seed=SEED, count=COUNT, interrupt_every=INTERRUPT_EVERY, seg_off=False)
             body.update(width=128, height=128, steps=4)
         if seg_off:
             seg = {"enabled": False} if seg is not None else None
-        what = (f"{endpoint} {w}x{h} b{body['batch_size']} cfg{body['cfg_scale']} "
+        what = (f"{endpoint} {body['width']}x{body['height']} b{body['batch_size']} cfg{body['cfg_scale']} "
                 + (f"SEG {seg.get('mode')} σ{seg.get('sigma')} {seg.get('layers')}" if seg and seg["enabled"]
                    else "no SEG") + (f" hires {hires}" if hires else "") + (" interrupt" if interrupt else ""))
         out.append({"n": n, "endpoint": endpoint, "body": body, "seg": seg, "interrupt": interrupt,
