@@ -59,8 +59,8 @@ class Param:
         return f"a number from {format_number(self.minimum)} to {format_number(self.maximum)}"
 
     def error(self, value, reason: str = "") -> SegParamError:
-        shown = repr(value) if isinstance(value, str) else str(value)
-        detail = f" ({reason})" if reason else ""
+        detail = f" ({shorten(reason, 2 * SHOWN_LIMIT)})" if reason else ""
+        shown = shown_value(value)
         return SegParamError(f"{self.label} ({self.name}): got {shown}{detail}; accepted: {self.accepted}")
 
     def coerce(self, value):
@@ -90,6 +90,30 @@ class Param:
         return number
 
 
+# Values and reasons are cut to this many characters in messages: a 10 kB value would otherwise fill the API's
+# answer and the console line (the message still says how long the value was).
+SHOWN_LIMIT = 80
+
+
+def shorten(text: str, limit: int = SHOWN_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def shown_value(value) -> str:
+    """How a message shows a value: repr for text, str otherwise, shortened; never fails (Python refuses
+    str() of an integer over 4300 digits)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        text = repr(value) if isinstance(value, str) else str(value)
+    except ValueError:
+        text = f"a {type(value).__name__}"
+    return shorten(text)
+
+
 def _to_bool(param: Param, value) -> bool:
     if isinstance(value, bool):
         return value
@@ -108,13 +132,21 @@ def _to_number(param: Param, value) -> float:
     # bool is an int subclass; a bool where a number belongs is a shifted positional list, not 1.0.
     if isinstance(value, bool):
         raise param.error(value, "a checkbox value where a number belongs")
+    if isinstance(value, numbers.Integral) and not -2 ** 63 <= value < 2 ** 63:
+        # JSON allows any number of digits, but the hosts' API answer echoes the request through orjson, which
+        # stops at 64 bits: accepted, such a value would end the generation in an HTTP 500 after the fact.
+        raise param.error(value, "an integer outside the signed 64-bit range")
     if isinstance(value, numbers.Real):
         number = float(value)
     elif isinstance(value, str):
+        text = value.strip()
         try:
-            number = float(value.strip())
+            number = float(text)
         except ValueError:
             raise param.error(value, "not a number") from None
+        # float() turns finite text beyond its range ("1e999") into inf; only a spelled infinity is one
+        if math.isinf(number) and text.lstrip("+-").lower() not in ("inf", "infinity"):
+            raise param.error(value, "too large for a number")
     else:
         raise param.error(value, f"a {type(value).__name__}")
     if math.isnan(number):
@@ -268,7 +300,7 @@ assert tuple(f.name for f in dataclass_fields(SegSettings)) == API_NAMES, "PARAM
 def _check_names(names) -> None:
     unknown = [n for n in names if n not in PARAM_BY_NAME]
     if unknown:
-        raise SegParamError(f"SEG: unknown parameter name(s) {', '.join(map(repr, unknown))}; "
+        raise SegParamError(f"SEG: unknown parameter name(s) {', '.join(shorten(repr(n)) for n in unknown)}; "
                             f"accepted names: {', '.join(API_NAMES)}")
 
 
@@ -286,7 +318,7 @@ def settings_from_args(args) -> SegSettings:
         return SegSettings(**dict(args))
     if isinstance(args, (str, bytes)):
         raise SegParamError(f"SEG: expected a list of values or an object with names {', '.join(API_NAMES)}; "
-                            f"got text {args!r}")
+                            f"got text {shorten(repr(args))}")
     values = list(args)
     if len(values) == 1 and isinstance(values[0], Mapping):
         return settings_from_args(values[0])

@@ -250,3 +250,42 @@ def test_choice_labels_are_accepted_like_values(name):
     assert (settings.mode, settings.hires) == ("identity", "own")
     with pytest.raises(params.SegParamError, match=r"or the labels"):
         params.parse_value(name, "PAG")
+
+
+# --- values an API client can send that no UI would (issue 22's fuzz in real A1111 1.10.1)
+
+@pytest.mark.parametrize("value", [10 ** 30, -(10 ** 30), 2 ** 63, 10 ** 400, -(10 ** 4000)])
+def test_integers_beyond_64_bits_are_refused_naming_the_field(value):
+    # The hosts' API answer echoes the request through orjson, which stops at 64 bits: accepted, 10**30 as sigma
+    # ended in HTTP 500 after the image was made; float(10**400) raised OverflowError (HTTP 500) before.
+    for name in ("scale", "sigma", "start", "hr_sigma"):
+        with pytest.raises(SegParamError, match=rf"\({name}\).*64-bit"):
+            parse_value(name, value)
+    assert parse_value("sigma", 2 ** 63 - 1) == float(2 ** 63 - 1)
+
+
+@pytest.mark.parametrize("text", ["1e999", "-1e400", "1" + "0" * 400])
+def test_finite_text_beyond_float_range_is_refused_not_read_as_inf(text):
+    with pytest.raises(SegParamError, match=r"\(sigma\).*too large"):
+        parse_value("sigma", text)
+    for spelled in ("inf", "Infinity", "+inf", "∞"):
+        assert parse_value("sigma", spelled) == math.inf
+
+
+@pytest.mark.parametrize("name,value", [("sigma", "x" * 10240), ("layers", "d" + "9" * 10239), ("mode", "é" * 5120),
+                                        ("scale", ["mid"] * 3000)])
+def test_long_values_are_shortened_in_messages(name, value):
+    with pytest.raises(SegParamError) as info:
+        parse_value(name, value)
+    message = str(info.value)
+    assert f"({name})" in message and len(message) < 700
+    assert "characters)" in message
+
+
+def test_long_names_and_text_args_are_shortened():
+    with pytest.raises(SegParamError) as info:
+        settings_from_args({"x" * 10240: 1})
+    assert len(str(info.value)) < 400
+    with pytest.raises(SegParamError) as info:
+        settings_from_args("y" * 10240)
+    assert len(str(info.value)) < 400

@@ -18,8 +18,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from lib_seg.selfcheck import SEG_API_NAME, Api, changes, compare, decode_image, describe_difference  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (SEG_API_NAME, Api, changes, compare, decode_image, describe_difference, probe_calls,  # noqa: E402
+                    probe_reset)
 
 BASE = {"prompt": "a lighthouse on a rocky coast", "negative_prompt": "", "seed": 20240801, "steps": 4,
         "cfg_scale": 5, "width": 128, "height": 128, "sampler_name": "Euler", "send_images": True,
@@ -35,33 +36,25 @@ class Run:
         self.images, self.infotext, self.calls = images, infotext, calls
 
 
-def calls_of(raw):
-    """[(latent h, w, rows, fingerprint)] from either probe's record (A1111 lists, Forge/reForge dicts)."""
-    out = []
-    for c in raw:
-        if isinstance(c, dict):
-            out.append((tuple(c["latent"]), c["rows"], c.get("x0")))
-        else:
-            out.append(((c[2], c[3]), c[1], c[5] if len(c) > 5 else None))
-    return out
+def calls_of(api):
+    """[(latent h, w, rows, fingerprint)] of the UNet calls the probe saw (common.probe_calls, any host)."""
+    return [(c["latent"], c["rows"], c["fingerprint"]) for c in probe_calls(api)]
 
 
 class Checker:
     def __init__(self, url):
         self.api = Api(url, timeout=3600)
         self.record = {"url": url, "runs": {}, "checks": []}
-        self.clear = "/seg-probe/reset"
-        if self.api.post(self.clear, {}).status == 404:  # Forge/reForge probe
-            self.clear = "/seg-probe/clear"
+        if not probe_reset(self.api):
+            raise SystemExit("no probe: start the host with the harness's probe (harness.py start --probe)")
 
     def generate(self, label, payload):
-        self.api.post(self.clear, {})
+        probe_reset(self.api)
         reply = self.api.post("/sdapi/v1/txt2img", payload)
         if reply.status != 200:
             raise SystemExit(f"{label}: HTTP {reply.status}: {reply.message()}")
         info = json.loads(reply.json["info"])
-        raw = self.api.get("/seg-probe/calls").json["calls"]
-        run = Run([decode_image(b) for b in reply.json["images"]], info["infotexts"][0], calls_of(raw))
+        run = Run([decode_image(b) for b in reply.json["images"]], info["infotexts"][0], calls_of(self.api))
         self.record["runs"][label] = {"infotext": run.infotext, "calls": run.calls,
                                       "seconds": round(reply.seconds, 1)}
         print(f"  {label}: {reply.seconds:.0f} s, {len(run.calls)} UNet calls", flush=True)

@@ -19,8 +19,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from lib_seg.selfcheck import SEG_API_NAME, Api, changes, compare, decode_image, describe_difference  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (SEG_API_NAME, Api, Log, changes, compare, decode_image, describe_difference,  # noqa: E402
+                    probe_calls, probe_reset)
 
 BASE = {"prompt": "a lighthouse on a rocky coast", "negative_prompt": "", "seed": 20240801, "steps": 4,
         "cfg_scale": 5, "width": 128, "height": 128, "sampler_name": "Euler", "send_images": True,
@@ -28,16 +29,6 @@ BASE = {"prompt": "a lighthouse on a rocky coast", "negative_prompt": "", "seed"
 SEG = {"enabled": True, "scale": 3, "sigma": "inf", "layers": "mid"}
 SKIP_LINE = "[SEG] skipped for this generation"
 
-
-def rows_of(raw):
-    """UNet call row counts in order, from either probe's record (A1111 lists, Forge/reForge dicts)."""
-    return [c["rows"] if isinstance(c, dict) else c[1] for c in raw]
-
-
-def log_lines(path, start):
-    with open(path, errors="replace") as f:
-        f.seek(start)
-        return f.read()
 
 
 def main():
@@ -50,22 +41,24 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     api = Api(args.url, timeout=3600)
-    clear = "/seg-probe/reset" if api.post("/seg-probe/reset", {}).status != 404 else "/seg-probe/clear"
+    if not probe_reset(api):
+        raise SystemExit("no probe: start the host with the harness's probe (harness.py start --probe)")
+    log = Log(args.log)
     extension = {args.name: {"args": json.loads(args.args)}}
     base = dict(BASE, **json.loads(args.request))
     runs = {}
     for label, scripts in (("plain", {}), ("extension", extension), ("SEG", {SEG_API_NAME: {"args": [SEG]}}),
                            ("extension + SEG", dict(extension, **{SEG_API_NAME: {"args": [SEG]}}))):
-        api.post(clear, {})
-        start = os.path.getsize(args.log)
+        probe_reset(api)
+        log.new()  # only this generation's lines
         reply = api.post("/sdapi/v1/txt2img", dict(base, alwayson_scripts=scripts))
         if reply.status != 200:
             print(f"FAIL {label}: HTTP {reply.status}: {reply.message()}")
             return 1
-        calls = rows_of(api.get("/seg-probe/calls").json["calls"])
+        calls = [c["rows"] for c in probe_calls(api)]
         info = json.loads(reply.json["info"])
         runs[label] = {"image": decode_image(reply.json["images"][0]), "infotext": info["infotexts"][0],
-                       "rows": calls, "log": log_lines(args.log, start), "seconds": round(reply.seconds, 1)}
+                       "rows": calls, "log": log.new(), "seconds": round(reply.seconds, 1)}
         print(f"  {label}: {reply.seconds:.0f} s, UNet call rows {calls}", flush=True)
     ext, both = runs["extension"], runs["extension + SEG"]
     effect = compare(runs["plain"]["image"], ext["image"])

@@ -1,8 +1,8 @@
 """Random-weight checkpoints with the real key layouts of SD1.5, SDXL base, SDXL refiner and an
 InstructPix2Pix-style SD1.5, for running the extension in real WebUIs without downloading weights.
 
-    <a1111>/venv/bin/python tools/real_hosts/make_checkpoints.py [--a1111 /work/hosts/a1111]
-        [--out /work/hosts/models] [--only sd15,sdxl,...] [--measure]
+    <a1111>/venv/bin/python tools/real_hosts/make_checkpoints.py [--a1111 <hosts>/a1111]
+        [--out <hosts>/models]   (<hosts>: $SEG_HOSTS_DIR, else <checkout>/../hosts) [--only sd15,sdxl,...] [--measure]
 
 Run it with the Python of an A1111 install built by tools/real_hosts/a1111/build.sh: the key list and
 every shape come from instantiating the host's own model classes (`ldm` LatentDiffusion, `sgm`
@@ -28,6 +28,9 @@ import struct
 import sys
 import time
 import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hosts import hosts_dir  # noqa: E402  (installs folder: $SEG_HOSTS_DIR, else <checkout>/../hosts)
 
 import torch
 
@@ -299,8 +302,8 @@ def measure_sd15(a1111, path, steps=8, size=128, seed=1):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--a1111", default="/work/hosts/a1111", help="an A1111 install (its configs and repositories)")
-    ap.add_argument("--out", default="/work/hosts/models")
+    ap.add_argument("--a1111", default=str(hosts_dir() / "a1111"), help="an A1111 install (its configs and repositories)")
+    ap.add_argument("--out", default=str(hosts_dir() / "models"))
     ap.add_argument("--only", default=",".join(FAMILIES), help="comma-separated: " + ", ".join(FAMILIES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measure", action="store_true", help="measure the SEG pixel change on the SD1.5 file")

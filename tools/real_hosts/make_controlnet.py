@@ -24,8 +24,12 @@ residuals are about `strength` times the encoder's activations and the control s
 """
 import argparse
 import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hosts import hosts_dir  # noqa: E402  (installs folder: $SEG_HOSTS_DIR, else <checkout>/../hosts)
 
 ARCHS = {
     # model_channels, channel_mult, attention levels -> transformer depth, middle depth, context, heads/linear
@@ -148,13 +152,13 @@ def main(argv=None):
     parser.add_argument("--base", help="an SD checkpoint (.safetensors) to copy the encoder from")
     # Not under the checkpoint folder: the hosts list every .safetensors below --ckpt-dir (recursively) as a
     # checkpoint, and a ControlNet sorted first there would be loaded as the default model.
-    parser.add_argument("--out", help="output file (default /work/hosts/controlnet-models/seg_test_<arch>.safetensors)")
+    parser.add_argument("--out", help="output file (default <hosts>/controlnet-models/seg_test_<arch>.safetensors; <hosts>: $SEG_HOSTS_DIR, else <checkout>/../hosts)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strength", type=float, default=0.3, help="scale of the zero convs (see above)")
     parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
     args = parser.parse_args(argv)
     from safetensors.torch import save_file
-    out = args.out or f"/work/hosts/controlnet-models/seg_test_{args.arch}.safetensors"
+    out = args.out or str(hosts_dir() / "controlnet-models" / f"seg_test_{args.arch}.safetensors")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     weights, copied = make(args.arch, args.seed, args.strength, args.base,
                            torch.float16 if args.dtype == "fp16" else torch.float32)

@@ -2,7 +2,7 @@
 
     serve.py start --pidfile F --log L [--cwd DIR] [--lock shared|exclusive] [--env K=V ...] -- CMD ...
     serve.py wait  --url http://127.0.0.1:7860 [--script "Smoothed Energy Guidance (SEG)"] [--timeout 1200]
-                   [--no-txt2img]
+                   [--no-txt2img] [--pidfile F --log-ready TEXT]
     serve.py stop  --pidfile F
     serve.py status --pidfile F
 
@@ -73,10 +73,11 @@ def start(args):
         env[k] = v
     os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
     log = open(args.log, "ab")
+    log_offset = log.seek(0, os.SEEK_END)  # where this run's output begins (the log is appended to)
     proc = subprocess.Popen(argv, cwd=args.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     rec = {"pid": proc.pid, "pgid": proc.pid, "argv": argv, "log": os.path.abspath(args.log),
-           "started": time.time(), "start_ticks": _start_ticks(proc.pid)}
+           "started": time.time(), "start_ticks": _start_ticks(proc.pid), "log_offset": log_offset}
     os.makedirs(os.path.dirname(os.path.abspath(args.pidfile)), exist_ok=True)
     with open(args.pidfile, "w") as f:
         json.dump(rec, f)
@@ -106,6 +107,16 @@ def _waiting_for_lock(rec):
         return False
 
 
+def _logged(rec, text):
+    """True when this run's part of the server log contains `text`."""
+    try:
+        with open(rec["log"], "rb") as f:
+            f.seek(rec.get("log_offset", 0))
+            return text.encode() in f.read()
+    except (OSError, KeyError, TypeError):
+        return False
+
+
 def wait(args):
     rec = _read(args.pidfile) if args.pidfile else None
     t0 = time.time()
@@ -127,6 +138,15 @@ def wait(args):
         if last == "lock":
             print(f"  got the memory lock after {time.time() - t0:.0f} s", flush=True)
             t0, last = time.time(), ""
+        if args.log_ready and stage == "API" and not _logged(rec, args.log_ready):
+            # A1111 serves HTTP before it adds its API middleware; a request in that window makes starlette
+            # build the app, and A1111's create_api then dies ("Cannot add middleware after an application
+            # has started"). Ask nothing until the server says it is up.
+            if last != "log":
+                print(f"  waiting for {args.log_ready!r} in the server log", flush=True)
+                last = "log"
+            time.sleep(3)
+            continue
         try:
             if stage == "API":
                 scripts = _get(args.url + "/sdapi/v1/scripts")
@@ -203,6 +223,7 @@ def main():
     w.add_argument("--script", default="Smoothed Energy Guidance (SEG)", help="'' to skip the script checks")
     w.add_argument("--timeout", type=float, default=1200)
     w.add_argument("--no-txt2img", action="store_true")
+    w.add_argument("--log-ready", help="send no request before this text is in the server's log (needs --pidfile)")
     for name in ("stop", "status"):
         sub.add_parser(name).add_argument("--pidfile", required=True)
     args = ap.parse_args()

@@ -6,7 +6,8 @@
 #
 # --src    where to clone the WebUI from (default: $A1111_SRC, else the official repository URL);
 #          it must contain commit $A1111_COMMIT.
-# --repos  a folder holding clones (or bare mirrors) of the repositories the WebUI itself clones at
+# --dest   the install (default $SEG_HOSTS_DIR/a1111, else <checkout>/../hosts/a1111).
+# --repos  (default $SEG_MIRROR_DIR) a folder holding clones (or bare mirrors) of the repositories the WebUI itself clones at
 #          start-up, named like the fetch mirrors: Stability-AI+stablediffusion/repo, ...; a repository
 #          missing there is cloned from its GitHub URL.
 # --probe  also install tools/real_hosts/a1111/probe (extensions/seg-probe: counts UNet calls; tests only).
@@ -17,9 +18,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 A1111_COMMIT=82a973c04367123ae98bd9abdf80d9eda9b910e2   # v1.10.1
 src=${A1111_SRC:-https://github.com/AUTOMATIC1111/stable-diffusion-webui.git}
-dest=/work/hosts/a1111
+hosts=${SEG_HOSTS_DIR:-$(cd "$here/../../.." && cd .. && pwd)/hosts}   # default installs folder: <checkout>/../hosts
+dest=$hosts/a1111
 ext=$(cd "$here/../../.." && pwd)
-repos=/work/.mirror
+repos=${SEG_MIRROR_DIR:-}
 python=${PYTHON:-python3.11}
 probe=0
 while [[ $# -gt 0 ]]; do
@@ -60,7 +62,7 @@ clone_at "$src" "$dest" "$A1111_COMMIT"
 mkdir -p "$dest/repositories"
 while read -r dir name commit; do
   from=https://github.com/${name/+//}.git
-  [[ -d $repos/$name/repo ]] && from=$repos/$name/repo
+  [[ -n $repos && -d $repos/$name/repo ]] && from=$repos/$name/repo
   log "repositories/$dir from $from"
   clone_at "$from" "$dest/repositories/$dir" "$commit"
 done <<'LIST'

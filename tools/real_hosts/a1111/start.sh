@@ -2,8 +2,8 @@
 # Start the A1111 test install in the background and wait until it serves (API, our script, its
 # defaults, a tiny txt2img).  Stop it with stop.sh (same --dest/--port).
 #
-#   tools/real_hosts/a1111/start.sh [--dest /work/hosts/a1111] [--port 7860]
-#       [--models /work/hosts/models] [--checkpoint seg-random-sd15.safetensors]
+#   tools/real_hosts/a1111/start.sh [--dest <hosts>/a1111] [--port 7860]
+#       [--models <hosts>/models] [--checkpoint seg-random-sd15.safetensors]
 #       [--lock shared|exclusive|none] [-- extra WebUI flags]
 #
 # MALLOC_MMAP_THRESHOLD_ (1 MiB): glibc then maps every tensor >= 1 MiB on its own and returns it on free.
@@ -13,7 +13,8 @@
 # SD1.5 work, exclusive when SDXL or the refiner will be loaded.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-dest=/work/hosts/a1111 port=7860 models=/work/hosts/models ckpt=seg-random-sd15.safetensors lock=shared
+hosts=${SEG_HOSTS_DIR:-$(cd "$here/../../.." && cd .. && pwd)/hosts}   # <hosts>: $SEG_HOSTS_DIR, else <checkout>/../hosts
+dest=$hosts/a1111 port=7860 models=$hosts/models ckpt=seg-random-sd15.safetensors lock=shared
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dest) dest=$2; shift 2;;
@@ -42,5 +43,5 @@ python3 "$here/../serve.py" start --pidfile "$run/webui-$port.pid" --log "$run/w
   --api --port "$port" --ckpt-dir "$models" --ckpt "$models/$ckpt" --no-download-sd-model \
   --disable-console-progressbars "$@"
 python3 "$here/../serve.py" wait --url "http://127.0.0.1:$port" --pidfile "$run/webui-$port.pid" \
-  --timeout "${WAIT_TIMEOUT:-1500}"
+  --timeout "${WAIT_TIMEOUT:-1500}" --log-ready "Startup time:"
 touch "$dest/READY"

@@ -16,26 +16,17 @@ import argparse
 import base64
 import io
 import json
+import os
 import sys
-import urllib.error
-import urllib.request
 
 import numpy as np
 from PIL import Image
 
-SEG = "smoothed energy guidance (seg)"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402  (the self-check's API client and pixel comparison)
+
+SEG = common.SEG_API_NAME
 MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
-
-
-def call(url, path, body=None, timeout=3600):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"},
-                                     method="GET" if body is None else "POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
 
 
 def control_image(size, seed):
@@ -50,13 +41,10 @@ def control_image(size, seed):
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def pixels(b64):
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64.split(",", 1)[-1]))).convert("RGB")).astype(int)
-
-
 class Runner:
     def __init__(self, args):
         self.args = args
+        self.api = common.Api(args.url, timeout=3600)
         self.records = []
         self.failures = 0
 
@@ -77,14 +65,14 @@ class Runner:
             body["alwayson_scripts"]["controlnet"] = {"args": list(units)}
         body["alwayson_scripts"][SEG] = {"args": [dict({"enabled": True}, **seg) if seg else {"enabled": False}]}
         if self.args.probe:
-            call(self.args.url, "/seg-probe/reset" if not self.args.forge else "/seg-probe/clear", {})
-        status, answer = call(self.args.url, "/sdapi/v1/txt2img", body)
-        if status != 200:
-            raise RuntimeError(f"HTTP {status}: {str(answer)[:400]}")
-        images = [pixels(b) for b in answer["images"][:body["batch_size"]]]
-        info = json.loads(answer.get("info") or "{}")
-        calls = call(self.args.url, "/seg-probe/calls")[1].get("calls") if self.args.probe else None
-        return np.stack(images), info, calls
+            common.probe_reset(self.api)
+        reply = self.api.post("/sdapi/v1/txt2img", body)
+        if reply.status != 200:
+            raise RuntimeError(f"HTTP {reply.status}: {reply.message(400)}")
+        images = common.images(reply)[:body["batch_size"]]
+        info = json.loads(reply.json.get("info") or "{}")
+        calls = common.probe_calls(self.api) if self.args.probe else None
+        return images, info, calls
 
     def check(self, name, ok, **numbers):
         self.records.append(dict(check=name, ok=bool(ok), **numbers))
@@ -102,7 +90,7 @@ def run(args):
     def same_within_one(name, units, **kw):
         only, _, _ = r.generate(units, **kw)
         seg, info, calls = r.generate(units, seg=NO_BLUR, **kw)
-        diff = int(np.abs(seg - only).max())
+        diff = max(common.max_abs(a, b) for a, b in zip(seg, only))
         extra = {}
         if calls is not None:
             extra["unet_calls"] = len(calls)
@@ -115,11 +103,13 @@ def run(args):
         base = same_within_one("Balanced", [r.unit()])
     if "effects" in wanted:
         plain, _, _ = r.generate(())
-        r.check("ControlNet changes the image", np.abs(base - plain).max() > 8,
-                max_grey_diff=int(np.abs(base - plain).max()), mean_abs=round(float(np.abs(base - plain).mean()), 2))
+        vs_plain = common.compare(base[0], plain[0])
+        r.check("ControlNet changes the image", common.max_abs(base[0], plain[0]) > 8,
+                max_grey_diff=common.max_abs(base[0], plain[0]), mean_abs=round(vs_plain["mean_abs"], 2))
         blurred, info, calls = r.generate([r.unit()], seg=BLUR)
-        r.check("SEG (sigma 2, scale 3) changes the ControlNet image", np.abs(blurred - base).max() > 8,
-                max_grey_diff=int(np.abs(blurred - base).max()), mean_abs=round(float(np.abs(blurred - base).mean()), 2),
+        vs_base = common.compare(blurred[0], base[0])
+        r.check("SEG (sigma 2, scale 3) changes the ControlNet image", common.max_abs(blurred[0], base[0]) > 8,
+                max_grey_diff=common.max_abs(blurred[0], base[0]), mean_abs=round(vs_base["mean_abs"], 2),
                 unet_calls=None if calls is None else len(calls), steps=args.steps)
     if "modes" in wanted:
         for mode in MODES[1:]:

@@ -6,8 +6,8 @@
 #                                   [--dest DIR] [--ext PATH] [--mirror DIR]
 #
 # --src      the host's repository (default: its GitHub URL); a local clone or bare git dir works too
-# --mirror   a folder holding bare clones as OWNER+NAME/repo (what the search tool's fetch leaves under
-#            /work/.mirror); the host and its helper repositories are taken from there when present
+# --mirror   a folder holding bare clones as OWNER+NAME/repo (default $SEG_MIRROR_DIR); the host and its helper
+#            repositories are taken from there when present
 # --ext      the extension to link as extensions/sd-webui-seg (default: the repository this script is in)
 # Environment: PYTHON (default python3.11), PIP_FLAGS (extra flags for every pip install).
 # Writes DEST/BUILT when the install is complete; tools/real_hosts/forge/start.sh runs it.
@@ -55,7 +55,9 @@ case $host in
     ) ;;
   *) echo "--host must be forge or reforge" >&2; exit 2 ;;
 esac
-: "${dest:=/work/hosts/$host}"
+hosts=${SEG_HOSTS_DIR:-$(cd "$here/../../.." && cd .. && pwd)/hosts}   # default installs folder: <checkout>/../hosts
+: "${dest:=$hosts/$host}"
+: "${mirror:=${SEG_MIRROR_DIR:-}}"
 python=${PYTHON:-python3.11}
 read -r -a pip_flags <<< "${PIP_FLAGS:-}"
 

@@ -6,7 +6,7 @@
 #                                   [--probe] [--tiny-dit] [--no-extensions] [--data-dir DIR [--ext PATH]]
 #                                   [-- extra host flags]
 #
-# --models         checkpoint folder (default /work/hosts/models)
+# --models         checkpoint folder (default <hosts>/models; <hosts> is $SEG_HOSTS_DIR, else <checkout>/../hosts)
 # --probe          also load tools/real_hosts/forge/probe: GET /seg-probe/calls lists every UNet call
 #                  (rows, SEG rows, cond/uncond labels); it changes no computation
 # --tiny-dit       also load tools/real_hosts/forge/tiny_dit (Forge only): Flux / Chroma transformers and T5 text
@@ -22,7 +22,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-host=forge dest= port=7870 models=/work/hosts/models probe=0 tiny=0 bare=0 data= ext=
+hosts=${SEG_HOSTS_DIR:-$(cd "$here/../../.." && cd .. && pwd)/hosts}
+host=forge dest= port=7870 models=$hosts/models probe=0 tiny=0 bare=0 data= ext=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --host) host=$2; shift 2 ;;
@@ -39,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-: "${dest:=/work/hosts/$host}"
+: "${dest:=$hosts/$host}"
 [[ -f "$dest/BUILT" ]] || { echo "$dest is not built (no BUILT file): run build.sh first" >&2; exit 1; }
 
 extensions=$dest/extensions
