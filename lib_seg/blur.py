@@ -39,7 +39,8 @@ def _periodic_gaussian_direct(period, sigma):
     d = torch.arange(period, dtype=torch.float64)
     k = torch.arange(-reach, reach + 1, dtype=torch.float64)
     x = d[:, None] + period * k[None, :]
-    return torch.exp(-x * x / (2 * sigma * sigma)).sum(dim=1)
+    # (x / sigma) first: 2 sigma^2 underflows to 0 for sigma below ~1e-154, and 0/0 at x = 0 would give NaN.
+    return torch.exp(-0.5 * (x / sigma) ** 2).sum(dim=1)
 
 
 def _periodic_gaussian_dual(period, sigma):

@@ -295,3 +295,12 @@ def test_rejects_non_positive_or_nan_sigma(sigma):
 def test_rejects_a_grid_that_does_not_match_the_tokens():
     with pytest.raises(ValueError, match=r"15 tokens.*4x4.*16"):
         blur_queries(torch.zeros(1, 15, 1), (4, 4), 1.0)
+
+
+@pytest.mark.parametrize("sigma", [5e-324, 1e-320, 1e-300, 1e-160, 1e-3])
+def test_tiny_sigma_is_the_identity_not_nan(sigma):
+    # Found by the API fuzz (issue 22): with exp(-x^2 / (2 sigma^2)), 2 sigma^2 underflows to 0 below ~1e-154 and
+    # the centre tap became 0/0 = NaN. A vanishing blur is the identity, exactly (every other tap is exp(-inf)).
+    assert torch.equal(blur_operator(5, sigma), torch.eye(5, dtype=torch.float64))
+    q = torch.randn(2, 12, 3)
+    assert torch.equal(blur_queries(q, (3, 4), sigma), q)
