@@ -15,15 +15,72 @@ length: a negative prompt whose token count does not divide into the prompt's ru
 with or without SEG).
 """
 import argparse
+import base64
+import io
 import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
+from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check import SEG, call, peak_rss_mib, pixels, seg, steps_of  # noqa: E402
+# The request, pixel and memory helpers of the former forge/check.py (its SD1.5/SDXL cases moved to
+# checks/rows.py); this script's probe records are the raw ones, grouped by sigma.
+SEG = "smoothed energy guidance (seg)"
+
+
+def call(url, path, body=None, timeout=3600):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"},
+                                     method="GET" if body is None else "POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        text = error.read()
+        try:
+            return error.code, json.loads(text)
+        except ValueError:
+            return error.code, text.decode(errors="replace")
+
+
+def pixels(b64):
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def steps_of(calls):
+    """Group consecutive UNet calls by sigma: one group per sampler step (Euler calls the model once per step)."""
+    groups = []
+    for entry in calls:
+        if groups and groups[-1][0]["sigma"] == entry["sigma"] and groups[-1][0]["latent"] == entry["latent"]:
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    return groups
+
+
+def peak_rss_mib(pid):
+    """The largest VmHWM of pid and its descendants (the recorded PID may be a wrapper such as flock)."""
+    peak, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                peak = max([peak] + [int(line.split()[1]) for line in f if line.startswith("VmHWM")])
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                todo += [int(child) for child in f.read().split()]
+        except OSError:
+            pass
+    return peak // 1024
+
+
+def seg(**fields):
+    return {SEG: {"args": [dict({"enabled": True}, **fields)]}}
+
+
 
 FAMILIES = {
     # negative prompt, block lists the model has, specs it lacks, odd latent size supported by the host
