@@ -115,13 +115,20 @@ def sigma_update(mode):
 
 # ---------------------------------------------------------------- infotext
 
+# The parsed infotext last reported as unusable: the host pastes one infotext through every control's paster,
+# and one message per paste is enough (held, not its id, so a new infotext is never mistaken for it).
+_last_unusable = [None]
+
+
 def _pasted(fields):
     """Parsed infotext -> {name: value} of every SEG parameter (empty when the infotext has no SEG key,
-    or an unusable value, which is reported instead of pasted)."""
+    or an unusable value, which is reported once per infotext instead of pasted)."""
     try:
         return P.settings_from_infotext(fields)
     except P.SegParamError as error:
-        print(f"[SEG] not pasting SEG parameters: {error}")
+        if _last_unusable[0] is not fields:
+            _last_unusable[0] = fields
+            print(f"[SEG] not pasting SEG parameters: {error}")
         return {}
 
 

@@ -150,3 +150,16 @@ def test_xyz_axis_options_with_any_axis_class():
     assert ui.settings_for(q, [True]).hires == "off"  # an explicit hires-pass axis value wins
     with pytest.raises(P.SegParamError, match="SEG perturbation"):
         options["SEG perturbation"].confirm(q, ["blur", "pag"])
+
+
+def test_an_unusable_infotext_is_reported_once_per_paste_not_once_per_control(capsys):
+    # The host calls every control's paster with the same parsed infotext (A1111 1.10.1
+    # modules/infotext_utils.py connect_paste: `for output, key in paste_fields: ... v = key(params)`);
+    # the real-host fuzz saw 13 identical lines per request before.
+    pasters = [ui._paster(p.name) for p in P.PARAMS]
+    for _ in range(2):  # two requests with the same bad value: one line each
+        fields = {"SEG scale": "3", "SEG sigma": "-1"}
+        values = [paste(fields) for paste in pasters]
+        assert values[[p.name for p in P.PARAMS].index("enabled")] is False  # nothing pasted: SEG stays off
+    lines = [line for line in capsys.readouterr().out.splitlines() if "not pasting" in line]
+    assert len(lines) == 2 and "sigma" in lines[0]
