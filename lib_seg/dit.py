@@ -78,7 +78,9 @@ def select_blocks(model_or_names, spec: str = _layers.DEFAULT_SPEC, model_name=N
     items = _layers._parse_items(spec)
     blocks = dit_blocks(model_or_names)
     owner = f"{model_name} has" if model_name else "this model has"
-    available = f"{owner} {describe(blocks)} (presets {', '.join(DIT_PRESETS)})"
+    # name only the presets that select something here (SD3 has no single-stream blocks)
+    presets = [p for p in DIT_PRESETS if p != "single" or any(b.kind == "single" for b in blocks)]
+    available = f"{owner} {describe(blocks)} (presets {', '.join(presets)})"
     joint = [b for b in blocks if b.kind == "joint"] or blocks
     by_label = {b.label: b for b in blocks}
     chosen = set()
@@ -91,7 +93,7 @@ def select_blocks(model_or_names, spec: str = _layers.DEFAULT_SPEC, model_name=N
             raise ValueError(f"{_layers.FIELD}: got {item.preset!r}, a UNet preset; accepted: {available}")
         else:
             if item.prefix not in ("j", "s"):
-                raise ValueError(f"{_layers.FIELD}: got '{item.prefix}{item.first}', not in this model; accepted: "
+                raise ValueError(f"{_layers.FIELD}: got {item.text()!r}, not in this model; accepted: "
                                  f"{available}")
             if item.k_first is not None:
                 raise ValueError(f"{_layers.FIELD}: got {item.text()!r}; a transformer block has no blocks inside "

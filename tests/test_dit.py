@@ -88,7 +88,10 @@ def test_block_grammar_and_refusals():
                       ("j1.2", "no blocks inside")):
         with pytest.raises(ValueError, match=said) as error:
             dit.select_blocks(names, bad)
-        assert "j0-j18, s0-s37" in str(error.value)
+        assert "j0-j18, s0-s37" in str(error.value) and "presets mid, all, joint, single" in str(error.value)
+    sd3 = [f"joint_blocks.{i}" for i in range(24)]  # no single-stream blocks: the message offers no `single`
+    with pytest.raises(ValueError, match=r"got 'm0\.99', not in this model; .* j0-j23 \(presets mid, all, joint\)$"):
+        dit.select_blocks(sd3, "m0.99")  # the whole item, as it was written
     assert dit.patch_grid((13, 20)) == (7, 10)
 
 
