@@ -108,3 +108,14 @@ def test_check_command_lines(tmp_path):
     assert argv[0] == str(tmp_path / "forge" / "venv" / "bin" / "python") and "--forge" in argv  # Pillow
     args = harness.parse(["check", "selfcheck", "--host", "a1111"])
     assert harness.check_argv(args, tmp_path)[1:3] == ["-m", "lib_seg.selfcheck"]
+
+
+def test_start_names_the_checkpoint_for_every_host():
+    # Forge's start script takes no --checkpoint: without --ckpt the host reloaded config.json's last model (a DiT
+    # whose T5 only loads with --tiny-dit) and never became ready.
+    args = harness.parse(["start", "--host", "forge", "--checkpoint", "m.safetensors", "--", "--x"])
+    argv = harness.start_argv(H.HOSTS["forge"], args, Path("/h"))
+    assert argv[argv.index("--") + 1:] == ["--ckpt", "/h/models/m.safetensors", "--x"]
+    args = harness.parse(["start", "--host", "a1111", "--checkpoint", "m.safetensors"])
+    argv = harness.start_argv(H.HOSTS["a1111"], args, Path("/h"))
+    assert argv[argv.index("--checkpoint") + 1] == "m.safetensors" and "--" not in argv

@@ -106,12 +106,15 @@ def start_argv(h, args, root):
     """The start script's command line for this host (fixed args from the description, then ours)."""
     argv = ["bash", str(H.HERE / h.start[0]), *h.start[1:], "--dest", str(h.dest(root)), "--port", str(args.port),
             "--models", str(root / "models")]
+    extra = list(args.extra or [])
     if h.background:
         argv += ["--checkpoint", args.checkpoint]
+    else:  # Forge-style start scripts take host flags only; without --ckpt the host loads config.json's last model
+        extra = ["--ckpt", str(root / "models" / args.checkpoint), *extra]
     if args.probe:
         argv += ["--probe"] if not h.background else []
-    if args.extra:
-        argv += ["--", *args.extra]
+    if extra:
+        argv += ["--", *extra]
     return argv
 
 
