@@ -421,6 +421,6 @@ def test_transformer_families_are_named_from_the_extensions_own_refusal():
                                          (sd3, "SD3", "j0-j23", "SD3/SD3.5 MMDiT")):
         with pytest.raises(ValueError) as refused:
             dit.select_blocks(names, LAYER_PROBE, model)
-        assert "'m0', not in this model" in str(refused.value)
+        assert f"'{LAYER_PROBE}', not in this model" in str(refused.value)
         found = layout_from_refusal(f"SEG: {refused.value}")
         assert (found["layout"], found["family"]) == (layout, family)
