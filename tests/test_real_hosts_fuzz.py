@@ -99,3 +99,17 @@ def test_no_generated_payload_crashes_params():
 ])
 def test_classify(status, message, prediction, outcome):
     assert fuzz.classify(status, message, prediction) == outcome
+
+
+def test_the_log_read_after_an_error_waits_for_the_traceback_that_follows_the_answer(tmp_path):
+    # Real Forge answered a host-side 500 first and printed its traceback after: read at once, that traceback
+    # was charged to the next payload (3 false "fail-traceback" in the first Forge fuzz).
+    import threading
+    import common
+    path = tmp_path / "server.log"
+    path.write_text("started\n")
+    log = common.Log(path)
+    late = threading.Timer(0.3, lambda: path.open("a").write("Traceback (most recent call last):\nTypeError: x\n"))
+    late.start()
+    assert "TypeError: x" in log.new(settle=1.0) and log.new() == ""
+    late.join()

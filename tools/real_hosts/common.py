@@ -42,9 +42,21 @@ class Log:
         self.path = str(path) if path else None
         self.pos = os.path.getsize(self.path) if self.path and os.path.exists(self.path) else 0
 
-    def new(self) -> str:
+    def new(self, settle=0.0, limit=10.0) -> str:
+        """settle > 0: first wait until the log has not grown for `settle` seconds (at most `limit`). A host
+        prints an error's traceback after it has answered (Forge: the 500 arrives before its console lines), and
+        the lines must be read with the request that caused them, not with the next one."""
         if not self.path or not os.path.exists(self.path):
             return ""
+        if settle > 0:
+            deadline, size, still = time.monotonic() + limit, -1, time.monotonic()
+            while time.monotonic() < deadline:
+                now = os.path.getsize(self.path)
+                if now != size:
+                    size, still = now, time.monotonic()
+                elif time.monotonic() - still >= settle:
+                    break
+                time.sleep(0.05)
         with open(self.path, "rb") as f:
             f.seek(self.pos)
             data = f.read()

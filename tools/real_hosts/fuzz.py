@@ -369,7 +369,7 @@ def run(api, h, payloads, results_path, log_path=None, only=None):
                 status, message = reply.status, reply.message(400)
             except common.Unreachable as error:
                 status, message = 0, str(error)
-            console = log.new()
+            console = log.new(settle=1.0 if status >= 500 else 0.0)  # its traceback may follow the answer
             tb = common.tracebacks(console)
             alive = _alive(api)
             outcome = classify(status, message, prediction)
