@@ -7,7 +7,8 @@ reForge). Folds a1111/run_checks.py and forge/check.py into one check.
 Each "on" case runs the same request without and with SEG (same seed) and passes when SEG changes the image,
 every sampler step is one UNet call, and every step's call holds exactly one SEG row per image more than
 without SEG (none in the refiner's steps when the layer spec does not fit the refiner, whose infotext must then
-say "SEG refiner: off"). "off" cases (SEG disabled, plain again) must be bit-identical to the plain image and
+say "SEG refiner: off"). "replay" cases are "on" cases whose image must also come back bit-identical from a request that
+carries only its infotext. "off" cases (SEG disabled, plain again) must be bit-identical to the plain image and
 carry no SEG keys; "refused" cases must get HTTP 422 and leave the server answering.
 Printed per case: pixels changed (by > 1 and > 8 grey levels), rows per step without and with SEG, seconds.
 Standard library only (numpy speeds the pixel statistics when present).
@@ -47,6 +48,9 @@ def cases(family, refiner=None):
         ("img2img", i2i, {"denoising_strength": 0.75}, {}, "on", None),
         ("bad sigma", t2i, {}, {"sigma": -1}, "refused", None),
         (f"bad layers {bad_layers}", t2i, {}, {"layers": bad_layers}, "refused", None),
+        # OSEG (issue 20): one extra row per image like SEG, and the image made again from its infotext alone
+        ("orthogonal", t2i, {}, {"mode": "orthogonal", "sigma": 4}, "replay", None),
+        ("orthogonal CFG 1", t2i, {"cfg_scale": 1}, {"mode": "orthogonal"}, "on", None),
         ("plain again", t2i, {}, None, "off", None),
     ]
     if refiner:  # last: the generation after a refiner run reloads the base model
@@ -127,6 +131,13 @@ class Rows:
                 problems.append(f"extra rows per step {extra}, expected {expected}")
         if refiner_rows == 0 and keys.get("SEG refiner") != "off":
             problems.append("infotext lacks 'SEG refiner: off'")
+        if expect == "replay":  # the request is the infotext alone: the host pastes SEG's settings from it
+            again, _ = self.run(endpoint, dict(changes, infotext=info), None)
+            same = again.status == 200 and all(common.compare(x, y)["identical"]
+                                               for x, y in zip(b, common.images(again)))
+            rec.update(replayed_identical=same)
+            if not same:
+                problems.append(f"the infotext replay differs (HTTP {again.status})")
         rec.update(ok=not problems, problems=problems)
         return rec
 
