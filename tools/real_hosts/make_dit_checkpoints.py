@@ -1,8 +1,8 @@
 """Tiny random-weight Flux (dev), Chroma and SD3 checkpoints with the real key layouts, for running SEG in a real
 Forge on a CPU without downloading weights.
 
-    <forge>/venv/bin/python tools/real_hosts/make_dit_checkpoints.py [--forge /work/hosts/forge]
-        [--out /work/hosts/models] [--only flux,chroma,sd3] [--measure]
+    <forge>/venv/bin/python tools/real_hosts/make_dit_checkpoints.py [--forge <hosts>/forge]
+        [--out <hosts>/models] [--only flux,chroma,sd3] [--measure]
 
 Run it with the Python of a Forge install built by tools/real_hosts/forge/build.sh: every key and shape comes from
 instantiating Forge's own classes on the ``meta`` device (backend/nn/flux.py IntegratedFluxTransformer2DModel,
@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_checkpoints as _mc  # noqa: E402  (write_streaming; the SD files' maker)
+from hosts import hosts_dir  # noqa: E402  (installs folder: $SEG_HOSTS_DIR, else <checkout>/../hosts)
 
 # The transformer sizes of the tiny checkpoints. hidden // heads = head dim; Flux's rope axes are derived from it
 # (axes_for). Chroma's approximator output must equal hidden.
@@ -311,8 +312,8 @@ def measure(forge, family, path, seed=1):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--forge", default="/work/hosts/forge", help="a Forge install (its classes and configs)")
-    ap.add_argument("--out", default="/work/hosts/models")
+    ap.add_argument("--forge", default=str(hosts_dir() / "forge"), help="a Forge install (its classes and configs)")
+    ap.add_argument("--out", default=str(hosts_dir() / "models"))
     ap.add_argument("--only", default="flux,chroma,sd3", help="comma-separated: " + ", ".join(FILES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measure", action="store_true")
