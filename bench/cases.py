@@ -7,7 +7,7 @@ import statistics
 import torch
 from torch import nn
 
-from bench.timing import clock, time_callable
+from bench.timing import OnDevice, clock, time_callable
 from lib_seg import attention as seg_attention, prefix
 from lib_seg.blur import blur_queries
 from lib_seg.denoiser import SegCFGDenoiser
@@ -120,7 +120,7 @@ def without_infinite_sigma_shortcut():
     return shortcut_threshold(math.inf)
 
 
-class Bench:
+class Bench(OnDevice):
     """The model, one latent's inputs, and a callable per variant returning (seconds, output)."""
 
     def __init__(self, unet, denoiser, config, device, dtype, latent, layers="mid"):
@@ -152,15 +152,6 @@ class Bench:
             "batched_full": (SegSettings(sigma=math.inf, **on), True, False, False),
             "oseg_batched": (SegSettings(sigma=FINITE_SIGMA, mode="orthogonal", **on), True, False, False),
         }
-
-    def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-    def autocast(self):
-        if self.cuda and self.dtype == torch.float16:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
 
     def model(self, key):
         settings, use_cfg, separate, _ = self.guided[key]

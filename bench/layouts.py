@@ -34,7 +34,7 @@ import math
 import torch
 
 from bench.cases import SEG_SCALE, randomize
-from bench.timing import clock, log, paired_ratio, summarize, time_variants
+from bench.timing import OnDevice, clock, log, paired_ratio, summarize, time_variants
 from lib_seg import dit, guidance, prefix
 from lib_seg.hooks import HookRegistry
 from lib_seg.hosts import dit_patches
@@ -252,7 +252,7 @@ class DiTGuided:
         return guidance.guide(cond_out, seg_out, self.settings.scale, uncond_out, self.cfg_scale)
 
 
-class LayoutBench:
+class LayoutBench(OnDevice):
     """The model, one latent's inputs, and a callable per variant returning (seconds, output), as bench.cases.Bench."""
 
     def __init__(self, model, config, device, dtype, latent, layers=LAYERS):
@@ -306,15 +306,6 @@ class LayoutBench:
 
             self.bare = {1: stack([self.cond]), 2: stack([self.cond, self.uncond]),
                          3: stack([self.cond, self.cond, self.uncond]), "2_1": stack([self.cond, self.cond])}
-
-    def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-    def autocast(self):
-        if self.cuda and self.dtype == torch.float16:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
 
     # bare calls -------------------------------------------------------------------------------------
     def _bare_call(self, key):

@@ -1,8 +1,11 @@
 """How the benchmark measures: the clock, round-robin timing of the variants, paired ratios, micro-timing of a
 callable, and a probe that records every self-attention layer's input and where the UNet's time goes."""
+import contextlib
 import statistics
 import sys
 import time
+
+import torch
 
 from lib_seg.layers import self_attention_layers
 
@@ -133,3 +136,17 @@ def time_callable(fn, sync, min_seconds=0.05, batches=5):
         sync()
         results.append((clock() - start) / per_batch)
     return statistics.median(results)
+
+
+class OnDevice:
+    """What a benchmark needs of its device (set self.cuda, self.device, self.dtype): a sync before reading the
+    clock, and fp16 autocast on CUDA."""
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def autocast(self):
+        if self.cuda and self.dtype == torch.float16:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
