@@ -64,6 +64,10 @@ class Api:
 
     def call(self, method, path, payload=None, timeout=None):
         data = None if payload is None else json.dumps(payload).encode("utf-8")
+        return self.send(method, path, data, timeout)
+
+    def send(self, method, path, data, timeout=None):
+        """The request with `data` (bytes or None) as its body, as it is."""
         request = urllib.request.Request(self.url + path, data=data, headers=self.headers, method=method)
         started = time.monotonic()
         try:

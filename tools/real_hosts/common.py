@@ -9,30 +9,20 @@ import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from hosts import CHECKOUT
 
 if str(CHECKOUT) not in sys.path:
     sys.path.insert(0, str(CHECKOUT))
 
-from lib_seg.selfcheck.client import Api, Reply, Unreachable  # noqa: E402
+from lib_seg.selfcheck.client import Api, Reply, Unreachable  # noqa: E402,F401 (Unreachable: for the commands)
 from lib_seg.selfcheck.images import compare, decode_image, describe_difference, changes  # noqa: E402,F401
 from lib_seg.selfcheck.payloads import SEG_API_NAME  # noqa: E402,F401
 
 
 def post_raw(api: Api, path: str, body: bytes, timeout=None) -> Reply:
     """POST `body` as it is (Api.post encodes a Python object, which cannot hold a key twice)."""
-    request = urllib.request.Request(api.url + path, data=body, headers=api.headers, method="POST")
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout or api.timeout) as response:
-            return Reply(response.status, response.read(), time.monotonic() - started)
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, error.read() or b"", time.monotonic() - started)
-    except (urllib.error.URLError, OSError) as error:
-        raise Unreachable(f"POST {api.url}{path}: {getattr(error, 'reason', error)}") from None
+    return api.send("POST", path, body, timeout)
 
 
 class Log:
