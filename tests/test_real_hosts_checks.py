@@ -36,10 +36,12 @@ def test_both_probes_read_into_one_shape():
     a = common.probe_calls(FakeApi(A1111_CALLS, "/seg-probe/reset"))
     f = common.probe_calls(FakeApi(FORGE_CALLS, "/seg-probe/clear"))
     for calls in (a, f):
-        assert all(set(c) == {"rows", "latent", "step", "checkpoint", "fingerprint", "seg_rows"} for c in calls)
+        assert all(set(c) == {"rows", "latent", "step", "checkpoint", "fingerprint", "seg_rows", "labels"}
+                   for c in calls)
     assert a[0] == {"rows": 2, "latent": (16, 16), "step": 0, "checkpoint": "sd15", "fingerprint": "aa",
-                    "seg_rows": None}
+                    "seg_rows": None, "labels": None}
     assert f[0]["seg_rows"] == [2, 3] and f[0]["latent"] == (16, 16) and f[0]["fingerprint"] == "aa"
+    assert f[0]["labels"] == [0, 1]
 
 
 def test_steps_group_consecutive_calls_of_one_step():

@@ -106,6 +106,21 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def peak_rss_mb(pid: int) -> int:
+    """The largest peak resident memory (VmHWM, MiB) of pid and its descendants (pid may be a wrapper)."""
+    peak, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                peak = max([peak] + [int(line.split()[1]) for line in f if line.startswith("VmHWM")])
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                todo += [int(child) for child in f.read().split()]
+        except OSError:
+            pass
+    return peak // 1024
+
+
 def images(reply: Reply):
     return [decode_image(b) for b in reply.json["images"]]
 
@@ -136,7 +151,8 @@ def probe_reset(api) -> bool:
 def probe_calls(api):
     """Every UNet call the probe saw since the reset, one dict per call whatever the host: rows, latent (h, w),
     step (A1111: the denoiser's step; Forge/reForge: the sigma), checkpoint (A1111 only), fingerprint (hash of
-    row 0's latent), seg_rows ([start, stop] of the SEG rows, Forge/reForge only). None without a probe."""
+    row 0's latent), seg_rows ([start, stop] of the SEG rows) and labels (each row's cond/uncond label), the last
+    two Forge/reForge only. None without a probe."""
     reply = api.get("/seg-probe/calls")
     if reply.status != 200 or not isinstance(reply.json, dict):
         return None
@@ -144,11 +160,12 @@ def probe_calls(api):
     for c in reply.json.get("calls", []):
         if isinstance(c, dict):
             out.append({"rows": c["rows"], "latent": tuple(c["latent"]), "step": c.get("sigma"),
-                        "checkpoint": None, "fingerprint": c.get("x0"), "seg_rows": c.get("seg_rows")})
+                        "checkpoint": None, "fingerprint": c.get("x0"), "seg_rows": c.get("seg_rows"),
+                        "labels": c.get("cond_or_uncond")})
         else:
             step, rows, h, w, ckpt, *rest = c
             out.append({"rows": rows, "latent": (h, w), "step": step, "checkpoint": ckpt,
-                        "fingerprint": rest[0] if rest else None, "seg_rows": None})
+                        "fingerprint": rest[0] if rest else None, "seg_rows": None, "labels": None})
     return out
 
 

@@ -7,7 +7,7 @@
     python3 tools/real_hosts/harness.py [--hosts-dir DIR] fuzz   --host a1111 [--port N] [--seed S] [--count N]
                                                           [--payloads F.jsonl] [--replay F.jsonl --only 3,17]
     python3 tools/real_hosts/harness.py [--hosts-dir DIR] soak   --host a1111 [--port N] [--jobs 200] [--seg-off]
-    python3 tools/real_hosts/harness.py [--hosts-dir DIR] check  rows|hires-pag|neighbours|controlnet|selfcheck
+    python3 tools/real_hosts/harness.py [--hosts-dir DIR] check  rows|dit|hires-pag|neighbours|controlnet|selfcheck
                                                           --host a1111 [--port N] [-- the check's own flags]
 
 --hosts-dir (else $SEG_HOSTS_DIR, else <checkout>/../hosts) holds the installs (<dir>/<host>), the checkpoints
@@ -30,6 +30,7 @@ import hosts as H  # noqa: E402
 CHECKS = {
     # name: (script relative to tools/real_hosts, needs the host's venv python, passes --url, passes --log)
     "rows": ("checks/rows.py", False, True, False),
+    "dit": ("checks/dit.py", False, True, False),
     "hires-pag": ("check_hires_pag.py", False, True, False),
     "neighbours": ("check_neighbours.py", False, True, True),
     "controlnet": ("controlnet/check_controlnet.py", True, True, False),
@@ -60,6 +61,8 @@ def parse(argv=None):
     s = with_host("start", "start the host in the background and wait until it serves")
     s.add_argument("--checkpoint", default=H.SD15_CHECKPOINT)
     s.add_argument("--probe", action="store_true", help="load the harness's probe extension")
+    s.add_argument("--tiny-dit", action="store_true",
+                   help="Forge-style hosts: load forge/tiny_dit, which sizes Flux/Chroma/T5 from the tiny checkpoints")
     with_host("stop", "stop the server the harness started on that port")
     f = with_host("fuzz", "send generated SEG argument payloads; see fuzz.py")
     f.add_argument("--seed", type=int)
@@ -113,6 +116,10 @@ def start_argv(h, args, root):
         extra = ["--ckpt", str(root / "models" / args.checkpoint), *extra]
     if args.probe:
         argv += ["--probe"] if not h.background else []
+    if getattr(args, "tiny_dit", False):
+        if h.background:
+            raise SystemExit(f"--tiny-dit is for Forge-style hosts; {h.name} sizes its transformer from the keys")
+        argv += ["--tiny-dit"]
     if extra:
         argv += ["--", *extra]
     return argv
@@ -230,6 +237,12 @@ def check_argv(args, root):
         argv += ["--log", str(h.log(root, args.port))]
     if args.name in ("rows", "controlnet") and h.name != "a1111" and "--forge" not in extra:
         argv += ["--forge"]
+    if args.name == "dit":
+        argv += ["--host", h.name]
+        import common
+        pid = common.server_pid(h.pidfile(root, args.port))
+        if pid and "--pid" not in extra:
+            argv += ["--pid", str(pid)]
     return argv + extra
 
 
