@@ -43,3 +43,32 @@ def test_dit_cases_per_family():
         assert {"mid", "mid identity", "mid skip", "cfg 1", "hires", "img2img", "batch 2", "plain again"} <= set(names)
         assert [f"bad layers {b}" for b in spec["bad"]] == [n for n in names if n.startswith("bad layers")]
     assert "odd" in {c[0] for c in dit.cases_for("flux")} and "odd" not in {c[0] for c in dit.cases_for("sd3")}
+
+
+def test_dit_check_on_a1111_sd3(capsys):
+    with FakeWebUI(FakeConfig(host="a1111")) as webui:
+        code = dit.main(["--url", webui.url, "--host", "a1111", "--family", "sd3", "--checkpoint", MODELS[0]["title"],
+                         "--only", ONLY])
+    out = capsys.readouterr().out
+    assert code == 0 and "12 passed, 0 failed" in out, out
+    names = [c[0] for c in dit.cases_for("sd3", "a1111")]
+    assert "t5" not in names and dit.HOST_500 not in {c[3] for c in dit.cases_for("sd3", "a1111")}
+    assert dit.HOST_500 in {c[3] for c in dit.cases_for("sd3", "forge")}
+
+
+def step(rows, seg=None, labels=None):
+    return [{"rows": rows, "seg_rows": seg, "labels": labels, "latent": [16, 24]}]
+
+
+def test_seg_steps_from_forge_marks_and_from_a1111_row_counts():
+    forge = [step(3, [2, 3], [0, 1]), step(2, None, [0, 1])]
+    assert dit.count_seg_steps("x", "on", "plain", forge, {"steps": forge}, {}, 1) == 1
+    plain = [step(2), step(2)]
+    results = {"plain": {"steps": plain, "seg_steps": 0}}
+    on = [step(3), step(3)]
+    assert dit.count_seg_steps("mid", "on", "plain", on, {"steps": on}, results, 1) == 2
+    assert dit.count_seg_steps("batch 2", "on", "plain", on, {"steps": on}, results, 2) == 0  # 1 row, not 2
+    assert dit.count_seg_steps("disabled", None, "plain", plain, {"steps": plain}, results, 1) == 0
+    results["mid"] = {"steps": on, "seg_steps": 2}
+    assert dit.count_seg_steps("roundtrip mid", "roundtrip", "mid", on, {"steps": on}, results, 1) == 2
+    assert dit.count_seg_steps("roundtrip mid", "roundtrip", "mid", plain, {"steps": plain}, results, 1) == 0

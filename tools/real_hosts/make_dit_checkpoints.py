@@ -3,6 +3,7 @@ Forge on a CPU without downloading weights.
 
     <forge>/venv/bin/python tools/real_hosts/make_dit_checkpoints.py [--forge <hosts>/forge]
         [--out <hosts>/models] [--only flux,chroma,sd3] [--measure]
+    <a1111>/venv/bin/python tools/real_hosts/make_dit_checkpoints.py --only sd3-a1111 [--a1111 <hosts>/a1111]
 
 Run it with the Python of a Forge install built by tools/real_hosts/forge/build.sh: every key and shape comes from
 instantiating Forge's own classes on the ``meta`` device (backend/nn/flux.py IntegratedFluxTransformer2DModel,
@@ -64,7 +65,10 @@ SCALES = {"qk_norm": 3.0, "attn_out": 4.0, "upsample": 2.0}
 FILES = {"flux": "seg-random-flux-dev.safetensors", "chroma": "seg-random-chroma.safetensors",
          "sd3": "seg-random-sd3.safetensors",
          # the same SD3 without its T5: does Forge load SD3 without T5 (its sd35.py asks for all three encoders)?
-         "sd3-no-t5": "seg-random-sd3-no-t5.safetensors"}
+         "sd3-no-t5": "seg-random-sd3-no-t5.safetensors",
+         # SD3 Medium's layout (no QK-norm, no T5 in the file) from A1111 1.10.1's own classes (--a1111): the SD3
+         # A1111 runs; its VAE keys are the original (ldm) ones, which A1111's SDVAE loads
+         "sd3-a1111": "seg-random-sd3-a1111.safetensors"}
 REPOS = {"flux": "black-forest-labs/FLUX.1-dev", "chroma": "Chroma", "sd3": "stabilityai/stable-diffusion-3-medium-diffusers"}
 
 
@@ -98,6 +102,40 @@ def t5_config(forge, repo, component, sizes):
     config = read_config(forge, repo, component)
     config.update(sizes)
     return config
+
+
+def setup_a1111(a1111):
+    sys.argv = [sys.argv[0]]  # modules.shared parses the command line at import
+    if a1111 not in sys.path:
+        sys.path.insert(0, a1111)
+    os.chdir(a1111)
+
+
+def build_a1111_sd3(a1111):
+    """{prefix: meta module} of an SD3 checkpoint as A1111 1.10.1 loads it, built by its own classes
+    (modules/models/sd3): sd3_impls.BaseModel sizes MMDiT from x_embedder (depth, hidden 64 * depth), pos_embed
+    (grid) and context_embedder; SDVAE; sd3_cond's CLIP-G and CLIP-L at their configs there. T5 is left out: A1111
+    runs without it unless the option sd3_enable_t5 is on (then it would load T5-XXL at full size)."""
+    setup_a1111(a1111)
+    from modules.models.sd3 import sd3_cond
+    from modules.models.sd3.mmdit import MMDiT
+    from modules.models.sd3.other_impls import SDClipModel, SDXLClipG
+    from modules.models.sd3.sd3_impls import SDVAE
+
+    d, grid = SIZES["sd3"]["depth"], SIZES["sd3"]["pos_embed"]
+    with torch.device("meta"):
+        return {
+            "model.diffusion_model.": MMDiT(
+                input_size=None, pos_embed_scaling_factor=None, pos_embed_offset=None, pos_embed_max_size=grid,
+                patch_size=2, in_channels=16, depth=d, num_patches=grid * grid, adm_in_channels=2048,
+                context_embedder_config={"target": "torch.nn.Linear",
+                                         "params": {"in_features": 4096, "out_features": 64 * d}}),
+            "text_encoders.clip_g.": SDXLClipG(sd3_cond.CLIPG_CONFIG, device="meta", dtype=torch.float32),
+            "text_encoders.clip_l.": SDClipModel(layer="hidden", layer_idx=-2, device="meta", dtype=torch.float32,
+                                                 layer_norm_hidden_state=False, return_projected_pooled=False,
+                                                 textmodel_json_config=sd3_cond.CLIPL_CONFIG),
+            "first_stage_model.": SDVAE(device="meta", dtype=torch.float32),
+        }
 
 
 def build(forge, family):
@@ -188,12 +226,13 @@ def scale(key, t, family):
         return t * SCALES["qk_norm"]
     if key.endswith(("_attn.proj.weight", ".attn.proj.weight", ".attn2.proj.weight")):
         return t * SCALES["attn_out"]
-    if family != "sd3" and key.endswith(".linear2.weight") and ".single_blocks." in key:
+    if not family.startswith("sd3") and key.endswith(".linear2.weight") and ".single_blocks." in key:
         hidden = t.shape[0]  # linear2 takes cat(attention, mlp): scale the attention's columns
         t = t.clone()
         t[:, :hidden] *= SCALES["attn_out"]
         return t
-    if family == "sd3" and SIZES["sd3"]["qk_norm"] is None and key.endswith((".attn.qkv.weight", ".attn2.qkv.weight")):
+    no_qk_norm = family == "sd3-a1111" or (family == "sd3" and SIZES["sd3"]["qk_norm"] is None)
+    if no_qk_norm and key.endswith((".attn.qkv.weight", ".attn2.qkv.weight")):
         t = t.clone()
         third = t.shape[0] // 3
         t[:2 * third] *= SCALES["qk_norm"]
@@ -218,10 +257,10 @@ def draw(key, shape, kind, fan_in, seed):
     return (torch.rand(shape, generator=g) * 2 - 1) * 0.02
 
 
-def make(forge, family, out, seed):
+def make(forge, family, out, seed, a1111=None):
     name = family
     family = family.replace("-no-t5", "")
-    parts = build(forge, family)
+    parts = build_a1111_sd3(a1111) if family == "sd3-a1111" else build(forge, family)
     if name.endswith("-no-t5"):
         del parts["text_encoders.t5xxl."]
     plan = plan_of(parts)
@@ -313,6 +352,7 @@ def measure(forge, family, path, seed=1):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--forge", default=str(hosts_dir() / "forge"), help="a Forge install (its classes and configs)")
+    ap.add_argument("--a1111", default=str(hosts_dir() / "a1111"), help="an A1111 install (for sd3-a1111 only)")
     ap.add_argument("--out", default=str(hosts_dir() / "models"))
     ap.add_argument("--only", default="flux,chroma,sd3", help="comma-separated: " + ", ".join(FILES))
     ap.add_argument("--seed", type=int, default=0)
@@ -330,16 +370,21 @@ def main():
     os.makedirs(out, exist_ok=True)
     forge = os.path.abspath(args.forge)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    with contextlib.redirect_stdout(sys.stderr):  # Forge's import-time device report
-        setup_forge(forge)
-        import backend.memory_management  # noqa: F401
-    for family in args.only.split(","):
+    families = args.only.split(",")
+    for family in families:
         if family not in FILES:
             sys.exit(f"--only: unknown family {family!r}; accepted: {', '.join(FILES)}")
+    if "sd3-a1111" in families and len(families) > 1:
+        sys.exit("--only sd3-a1111 runs alone (A1111's classes, with the A1111 venv's Python)")
+    if families != ["sd3-a1111"]:
+        with contextlib.redirect_stdout(sys.stderr):  # Forge's import-time device report
+            setup_forge(forge)
+            import backend.memory_management  # noqa: F401
+    for family in families:
         t = time.time()
         if not args.no_make:
-            make(forge, family, out, args.seed)
-        if args.measure and not family.endswith("-no-t5"):
+            make(forge, family, out, args.seed, os.path.abspath(args.a1111))
+        if args.measure and family not in ("sd3-no-t5", "sd3-a1111"):
             measure(forge, family, os.path.join(out, FILES[family]))
         print(f"  {time.time() - t:.0f} s")
 

@@ -1,4 +1,4 @@
-"""Write the Hugging Face files A1111 reads for CLIP ViT-L/14, so the host never contacts the hub.
+"""Write the Hugging Face files A1111 reads for CLIP ViT-L/14 and SD3's T5 tokenizer, so the host never contacts the hub.
 
     python hf_offline.py HF_HOME
 
@@ -7,6 +7,12 @@ A1111 1.10.1 builds the SD1.5 / SDXL CLIP-L text encoder from the config of
 id. We write a hub cache entry for that id: the tokenizer files are derived from the BPE table that
 open_clip bundles (the same table OpenAI's and HF's CLIP tokenizers were made from), and config.json
 states the ViT-L/14 architecture. Run the host with HF_HOME=<HF_HOME> HF_HUB_OFFLINE=1.
+
+SD3 (modules/models/sd3/sd3_cond.py) builds a `T5TokenizerFast` for `google/t5-v1_1-xxl` whenever an SD3 model
+loads, even with T5 off (the option sd3_enable_t5, off by default), when its T5 rows are zeros and the tokenizer is
+never used. That repo gets a stand-in: a tokenizer.json with T5's special tokens and a small byte-level Unigram
+vocabulary, made with the `tokenizers` package; it loads and tokenizes, but it is not T5's vocabulary, so the
+harness runs SD3 with T5 off.
 """
 import gzip
 import json
@@ -16,6 +22,7 @@ import sys
 import open_clip.tokenizer as oct
 
 REPO = "openai/clip-vit-large-patch14"
+T5_REPO = "google/t5-v1_1-xxl"
 REVISION = "0" * 40  # a made-up snapshot name; refs/main points to it
 
 
@@ -48,18 +55,39 @@ def config():
                            logit_scale_init_value=2.6592, text_config=text, vision_config=vision), indent=1)
 
 
-def main(hf_home):
-    repo_dir = os.path.join(hf_home, "hub", "models--" + REPO.replace("/", "--"))
+def t5_stand_in_files():
+    """A T5TokenizerFast that loads offline: T5's pad / eos / unk ids (0, 1, 2), then one piece per byte value."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(chr(c), -5.0) for c in range(33, 127)] + [("\u2581" + chr(c), -4.0) for c in range(33, 127)]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    special = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    return {
+        "tokenizer.json": tokenizer.to_str(),
+        "special_tokens_map.json": json.dumps(special),
+        "tokenizer_config.json": json.dumps(dict(special, extra_ids=0, additional_special_tokens=[],
+                                                 model_max_length=512, tokenizer_class="T5Tokenizer")),
+    }
+
+
+def write_repo(hf_home, repo, files):
+    repo_dir = os.path.join(hf_home, "hub", "models--" + repo.replace("/", "--"))
     snap = os.path.join(repo_dir, "snapshots", REVISION)
     os.makedirs(snap, exist_ok=True)
     os.makedirs(os.path.join(repo_dir, "refs"), exist_ok=True)
-    files = dict(tokenizer_files(), **{"config.json": config()})
     for name, text in files.items():
         with open(os.path.join(snap, name), "w", encoding="utf-8") as f:
             f.write(text)
     with open(os.path.join(repo_dir, "refs", "main"), "w") as f:
         f.write(REVISION)
-    print(f"wrote {len(files)} files for {REPO} under {snap}")
+    print(f"wrote {len(files)} files for {repo} under {snap}")
+
+
+def main(hf_home):
+    write_repo(hf_home, REPO, dict(tokenizer_files(), **{"config.json": config()}))
+    write_repo(hf_home, T5_REPO, t5_stand_in_files())
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import hosts as H  # noqa: E402
 SEG = common.SEG_API_NAME
 CHECKPOINTS = {"flux": "seg-random-flux-dev.safetensors", "chroma": "seg-random-chroma.safetensors",
                "sd3": "seg-random-sd3.safetensors"}
+A1111_CHECKPOINTS = {"sd3": "seg-random-sd3-a1111.safetensors"}  # SD3 Medium's layout: A1111 1.10.1 has no QK-norm
 
 
 def seg(**fields):
@@ -52,8 +53,11 @@ HOST_500 = "host 500"
 HOST_500_MESSAGE = "bad sampler name: Use same sampler"
 
 
-def cases_for(family):
+def cases_for(family, host="forge"):
+    """The cases for one family on one host (A1111: SD3 only, T5 off, its hires replay is a plain round-trip)."""
     f = FAMILIES[family]
+    # a hires replay without sampler names: Forge's own 500 (below), in A1111 a round-trip like any other
+    replay, replay_calls = ("roundtrip", 1) if host == "a1111" else (HOST_500, None)
     hires = dict({"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
                   "denoising_strength": 0.6})
     c = [  # name, endpoint, changes, expect, reference, calls per step
@@ -84,8 +88,8 @@ def cases_for(family):
         # with the sampler named, an all-black image (without SEG too; modules/txt2img.py maps them to None for the UI
         # only). A field set in the request wins over the infotext, so the second pair names sampler and scheduler.
         # The first pair checks that host behaviour (HOST_500): answered 500 with that message, without SEG as with it.
-        ("roundtrip hires plain", "txt2img", "hires plain", HOST_500, "hires plain", None),
-        ("roundtrip hires", "txt2img", "hires", HOST_500, "hires", None),
+        ("roundtrip hires plain", "txt2img", "hires plain", replay, "hires plain", replay_calls),
+        ("roundtrip hires", "txt2img", "hires", replay, "hires", replay_calls),
         ("roundtrip hires plain +names", "txt2img", ("hires plain", {"hr_sampler_name": "Euler", "hr_scheduler": "Simple"}), "roundtrip",
          "hires plain", 1),
         ("roundtrip hires +names", "txt2img", ("hires", {"hr_sampler_name": "Euler", "hr_scheduler": "Simple"}), "roundtrip", "hires", 1),
@@ -103,7 +107,9 @@ def cases_for(family):
                     ("odd identity", "txt2img", {"width": 136, "height": 200,
                                                   "alwayson_scripts": seg(layers="all", mode="identity")}, "on",
                      "odd plain", 1)]
-    if family == "sd3":  # T5 on (Forge's option sd3_enable_t5, off by default: T5 is then zeros, not run)
+    # T5 on (the hosts' option sd3_enable_t5, off by default: T5 is then zeros, not run); not in A1111, whose T5 is
+    # full size by its own config and whose T5 tokenizer is the harness's stand-in (a1111/hf_offline.py)
+    if family == "sd3" and host != "a1111":
         t5 = {"override_settings": {"sd3_enable_t5": True}, "override_settings_restore_afterwards": True}
         c[-1:-1] = [("t5 plain", "txt2img", dict(t5), None, None, 1),
                     ("t5", "txt2img", dict(t5, alwayson_scripts=seg()), "on", "t5 plain", 1)]
@@ -171,18 +177,35 @@ def run_case(api, probe, case, base, results, host):
         entry["infotext"] = common.infotext(reply)
         results[name] = {"b64": reply.json["images"], "px": common.images(reply), "infotext": entry["infotext"],
                          "steps": entry["steps"]}
-        problems, line = judge(name, expect, reference, per_step_expected, groups, probe, entry, results)
+        problems, line = judge(name, expect, reference, per_step_expected, groups, probe, entry, results,
+                               body.get("batch_size", 1))
     entry["problems"] = problems
     return entry, (f"{'FAIL' if problems else 'ok  '} {name:22s} {entry['seconds']:7.1f}s  {line}"
                    + (f"  <- {'; '.join(problems)}" if problems else ""))
 
 
-def judge(name, expect, reference, per_step_expected, groups, probe, entry, results):
+def count_seg_steps(name, expect, reference, groups, entry, results, images):
+    """The steps whose model call carries SEG rows. Forge's probe marks them; A1111's counts rows only, so there a
+    step carries them when it has one row per image more than the same step of the reference without SEG (a
+    round-trip: as many as its original, when its calls are the original's)."""
+    if any(c["labels"] is not None for g in groups for c in g):
+        return sum(1 for g in groups if any(c["seg_rows"] for c in g))
+    ref = results.get(reference) if reference != name else None
+    if ref is None:
+        return 0
+    if expect == "roundtrip":
+        return ref["seg_steps"] if entry["steps"] == ref["steps"] else 0
+    return sum(1 for now, then in zip(entry["steps"], ref["steps"])
+               if sum(c["rows"] for c in now) - sum(c["rows"] for c in then) == images)
+
+
+def judge(name, expect, reference, per_step_expected, groups, probe, entry, results, images):
     """The problems of an answered image case: model calls per step, SEG rows, infotext, pixels vs its reference."""
     problems = []
     has_seg = "SEG scale" in entry["infotext"]
     per_step = sorted({len(g) for g in groups})
-    seg_steps = sum(1 for g in groups if any(c["seg_rows"] for c in g))
+    seg_steps = count_seg_steps(name, expect, reference, groups, entry, results, images)
+    results[name]["seg_steps"] = seg_steps
     entry["calls_per_step"] = per_step
     if probe and per_step != [per_step_expected]:
         problems.append(f"model calls per step {per_step}, expected {per_step_expected}")
@@ -230,15 +253,19 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     api, host = common.Api(args.url, timeout=3600), H.host(args.host)
+    if args.family not in ("sd3",) and host.name == "a1111":
+        raise SystemExit(f"--family {args.family}: A1111 1.10.1 runs SD3 only among these")
 
-    reply = api.post("/sdapi/v1/options", {"sd_model_checkpoint": args.checkpoint or CHECKPOINTS[args.family],
-                                            "forge_additional_modules": []})
+    options = {"sd_model_checkpoint": args.checkpoint or (A1111_CHECKPOINTS if host.name == "a1111" else CHECKPOINTS)[args.family]}
+    if host.name != "a1111":
+        options["forge_additional_modules"] = []
+    reply = api.post("/sdapi/v1/options", options)
     if reply.status != 200:
         raise SystemExit(f"selecting the checkpoint: HTTP {reply.status}: {reply.message()}")
     base = {"prompt": "a lighthouse on a cliff", "negative_prompt": FAMILIES[args.family]["negative"], "seed": 1234,
             "steps": args.steps, "sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 3, "width": 128,
             "height": 192, "batch_size": 1, "n_iter": 1, "send_images": True, "save_images": False}
-    cases = cases_for(args.family)  # the host's own hires and infotext fields come from its description
+    cases = cases_for(args.family, host.name)  # the host's own hires and infotext fields come from its description
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         keep = set(wanted) | {"plain"}  # img2img starts from it
