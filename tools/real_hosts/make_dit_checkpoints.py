@@ -117,13 +117,16 @@ def build_a1111_sd3(a1111):
     (grid) and context_embedder; SDVAE; sd3_cond's CLIP-G and CLIP-L at their configs there. T5 is left out: A1111
     runs without it unless the option sd3_enable_t5 is on (then it would load T5-XXL at full size)."""
     setup_a1111(a1111)
+    from modules import initialize  # the host's own import order (webui.py); sd3's modules alone import in a cycle
+    with contextlib.redirect_stdout(sys.stderr):
+        initialize.imports()
     from modules.models.sd3 import sd3_cond
     from modules.models.sd3.mmdit import MMDiT
     from modules.models.sd3.other_impls import SDClipModel, SDXLClipG
     from modules.models.sd3.sd3_impls import SDVAE
 
     d, grid = SIZES["sd3"]["depth"], SIZES["sd3"]["pos_embed"]
-    with torch.device("meta"):
+    with torch.device("meta"), torch.no_grad():  # as SD3Inferencer / SD3Cond build them (no_grad: in-place inits)
         return {
             "model.diffusion_model.": MMDiT(
                 input_size=None, pos_embed_scaling_factor=None, pos_embed_offset=None, pos_embed_max_size=grid,

@@ -56,13 +56,17 @@ def config():
 
 
 def t5_stand_in_files():
-    """A T5TokenizerFast that loads offline: T5's pad / eos / unk ids (0, 1, 2), then one piece per byte value."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """A T5TokenizerFast that loads offline: T5's pad / eos / unk ids (0, 1, 2), then one piece per printable ASCII
+    character, with and without the word-start mark."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(chr(c), -5.0) for c in range(33, 127)] + [("\u2581" + chr(c), -4.0) for c in range(33, 127)]
-    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
+    # T5 ends every sequence with </s>; A1111's SDTokenizer reads its end token from the encoding of ''
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                             special_tokens=[("</s>", 1)])
     special = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
     return {
         "tokenizer.json": tokenizer.to_str(),
