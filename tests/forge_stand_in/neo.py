@@ -17,6 +17,9 @@ of Haoming02's Forge ``neo`` branch.
   calls the denoiser with those options, takes the direction from the kept uncond prediction and steps from the
   guided one: ``x = denoised + (x - uncond_denoised) / sigma * sigma_next``.
 
+(At CFG 1 modules/processing.py sets the negative conditioning to None before sampling, so even a CFG++
+sampler's denoiser calls hold cond rows only; the Processing of this stand-in does not model that.)
+
 So on Neo, with a CFG++ sampler, the patcher's ``sampler_post_cfg_function`` list (an extension's guidance term) is
 not called at all; the patcher's other options (``model_function_wrapper``, ``transformer_options``) still apply.
 """
