@@ -118,6 +118,7 @@ class SegPatch:
         self.stash = []  # (step, cond_out, seg_out) per conditional chunk, in call order
         self.calls = []  # (rows, seg slice or None) per UNet call, for tests and diagnostics
         self.call = None  # ModelCall while a call with SEG rows runs
+        self.post_cfg_function = None  # the post-CFG function of the latest apply() (ForgeAdapter._keep_post_cfg)
 
     # ---- installation -------------------------------------------------------------------------
     def apply(self, unet_patcher, selected=()):
@@ -131,7 +132,8 @@ class SegPatch:
             key = layer.patch_key
             clone.set_model_attn1_replace(self._attn1(existing.get(key)), *key)
         clone.set_model_unet_function_wrapper(self._wrapper(previous_wrapper))
-        clone.set_model_sampler_post_cfg_function(self._post_cfg(), disable_cfg1_optimization=False)
+        self.post_cfg_function = self._post_cfg()
+        clone.set_model_sampler_post_cfg_function(self.post_cfg_function, disable_cfg1_optimization=False)
         options["memory_peak_estimation_modifier"] = _memory_estimate(
             options.get("memory_peak_estimation_modifier"), clone.model)
         return clone
@@ -455,6 +457,7 @@ class ForgeAdapter:
         try:
             _patch_unet(registry, patch, forge_objects, unet, selected)
             self._guard_sampler(p, registry)
+            self._keep_post_cfg(p, registry, patch)
             self._follow_refiner(p, registry, patch)
         except Exception:
             registry.remove_all()
@@ -477,6 +480,7 @@ class ForgeAdapter:
                            patch.copies, prefix.foreign_patches(unet.model_options), check_hooks=False)
             registry.replace(forge_objects, "unet", patch.apply(unet))
             self._guard_sampler(p, registry)
+            self._keep_post_cfg(p, registry, patch)
         except dit_patches.Unsupported as why:
             registry.remove_all()
             print(f"{_PREFIX} this model ({type(diffusion_model).__name__}) is not one SEG knows how to reach ({why}; "
@@ -506,6 +510,33 @@ class ForgeAdapter:
                     self.stop(p)
 
             registry.replace(sampler, name, guarded)
+
+    def _keep_post_cfg(self, p, registry, patch):
+        """Keep SEG's post-CFG function when a sampler hands the denoiser model options of its own.
+
+        Forge Neo (7862a96, modules/sd_samplers_cfg_denoiser.py CFGDenoiser.forward) passes the sampler's
+        ``model_options`` keyword to ``sampling_function(..., extra_model_options=...)``, which copies the UNet
+        patcher's options and ``update()``s them with it. Its CFG++ samplers (modules/sd_samplers_cfgpp.py, through
+        backend/patcher/base.py set_model_options_post_cfg_function) send a ``sampler_post_cfg_function`` list
+        holding their own function only, so the patcher's list, SEG's function with it, would be replaced: SEG
+        rows computed every step and never used. For the pass, the denoiser's forward puts SEG's function back in
+        front of such a list (other extensions' functions are left as the host leaves them). Forge and reForge
+        pass no such keyword: nothing changes there."""
+        denoiser = getattr(getattr(p, "sampler", None), "model_wrap_cfg", None)
+        original = getattr(denoiser, "forward", None)
+        if original is None:
+            return
+
+        def forward(*args, **kwargs):
+            options = kwargs.get("model_options")
+            ours = patch.post_cfg_function
+            if isinstance(options, dict) and ours is not None and "sampler_post_cfg_function" in options:
+                theirs = list(options["sampler_post_cfg_function"] or [])
+                if ours not in theirs:
+                    kwargs["model_options"] = dict(options, sampler_post_cfg_function=[ours] + theirs)
+            return original(*args, **kwargs)
+
+        registry.replace(denoiser, "forward", forward)
 
     def samplers_common(self):
         if self._samplers_common is None:

@@ -103,6 +103,8 @@ class KDiffusionSampler:
 class Processing:
     """txt2img with an optional hires pass; `scripts` are objects with process_before_every_sampling(p)."""
 
+    sampler_class = KDiffusionSampler  # a host variant's sampler (forge_stand_in/neo.py)
+
     def __init__(self, sd_model, cond, uncond, *, latent_hw=(16, 16), batch_size=1, steps=4, cfg_scale=5.0,
                  flavor="forge", sampler="euler", hr_latent_hw=None, hr_steps=3, denoising_strength=0.6, seed=0,
                  refiner=None, refiner_switch_at=None, token_merging_ratio=0.0, token_merging_ratio_hr=0.0):
@@ -128,7 +130,7 @@ class Processing:
             script.process_before_every_sampling(self)
 
     def sample(self):
-        self.sampler = KDiffusionSampler(self.sd_model, self.flavor, self.sampler_name)
+        self.sampler = self.sampler_class(self.sd_model, self.flavor, self.sampler_name)
         self.sampler.model_wrap_cfg.p = self
         generator = torch.Generator().manual_seed(self.seed)
         x = torch.randn((self.batch_size, 4) + tuple(self.latent_hw), generator=generator)

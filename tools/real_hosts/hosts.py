@@ -83,11 +83,12 @@ HOSTS = {
         background=False, families=("sd15", "sdxl", "sd3", "flux", "chroma"), probe_reset="/seg-probe/clear",
         hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, hires_cfg_is_one=True),
     "forge-neo": Host(
-        name="forge-neo", title="Forge Neo (WebUI-Neo-Forge 7862a96)", commit="7862a96", port=7872,
-        build=("forge/build.sh", "--host", "forge-neo"), start=("forge/start.sh", "--host", "forge-neo"),
+        name="forge-neo", title="Forge Neo (WebUI-Neo-Forge 7862a96)", commit="7862a9646a01c7268bec3a425d3ea80598d72e48",
+        port=7872, build=("forge/build.sh", "--host", "forge-neo"), start=("forge/start.sh", "--host", "forge-neo"),
         background=False, families=("flux", "chroma"), probe_reset="/seg-probe/clear",
         hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, hires_cfg_is_one=True,
-        notes="described only: forge/build.sh has no forge-neo pins yet (Python 3.11 fork, SD3 removed)"),
+        notes="no --ckpt: start.sh writes the checkpoint into config.json (sd_model_checkpoint); SD3 removed; "
+              "tiny Flux / Chroma need start --tiny-dit"),
 }
 
 

@@ -86,7 +86,12 @@ def axes_for(head_dim):
 def setup_forge(forge):
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     sys.argv = [sys.argv[0], "--always-cpu"]  # backend.args parses the command line at import
-    for p in (forge, os.path.join(forge, "packages_3rdparty")):
+    if os.path.isdir(os.path.join(forge, "modules_forge", "packages")):
+        # Forge Neo 7862a96 on the CPU picks attention_basic, whose get_attn_precision reads
+        # args.dont_upcast_attention, an option Neo no longer defines (AttributeError): as start.sh, use PyTorch's
+        sys.argv.append("--attention-pytorch")
+    # Forge bundles gguf & co. in packages_3rdparty, Neo (gguf, huggingface_guess, k_diffusion) in modules_forge/packages
+    for p in (forge, os.path.join(forge, "packages_3rdparty"), os.path.join(forge, "modules_forge", "packages")):
         if p not in sys.path:
             sys.path.insert(0, p)
     os.chdir(forge)
@@ -159,7 +164,8 @@ def build(forge, family):
                           theta=10000, qkv_bias=True)
             if family == "flux":
                 from backend.nn.flux import IntegratedFluxTransformer2DModel
-                parts["model.diffusion_model."] = IntegratedFluxTransformer2DModel(**common, guidance_embed=True)
+                parts["model.diffusion_model."] = IntegratedFluxTransformer2DModel(
+                    **host_kwargs(IntegratedFluxTransformer2DModel, common, guidance_embed=True))
                 parts["text_encoders.clip_l."] = IntegratedCLIP(
                     CLIPTextModel, CLIPTextConfig.from_pretrained(os.path.join(forge, "backend/huggingface", repo,
                                                                                "text_encoder")),
@@ -167,9 +173,9 @@ def build(forge, family):
                 parts["text_encoders.t5xxl."] = IntegratedT5(t5_config(forge, repo, "text_encoder_2", t5))
             else:
                 from backend.nn.chroma import IntegratedChromaTransformer2DModel
-                parts["model.diffusion_model."] = IntegratedChromaTransformer2DModel(
-                    **common, guidance_out_dim=s["hidden"], guidance_hidden_dim=s["approx_hidden"],
-                    guidance_n_layers=s["approx_layers"])
+                parts["model.diffusion_model."] = IntegratedChromaTransformer2DModel(**host_kwargs(
+                    IntegratedChromaTransformer2DModel, common, guidance_out_dim=s["hidden"],
+                    guidance_hidden_dim=s["approx_hidden"], guidance_n_layers=s["approx_layers"]))
                 parts["text_encoders.t5xxl."] = IntegratedT5(t5_config(forge, repo, "text_encoder", t5))
             parts["vae."] = IntegratedAutoencoderKL.from_config(
                 IntegratedAutoencoderKL.load_config(os.path.join(forge, "backend/huggingface", repo, "vae")))
@@ -190,6 +196,34 @@ def build(forge, family):
             parts["first_stage_model."] = IntegratedAutoencoderKL.from_config(
                 IntegratedAutoencoderKL.load_config(os.path.join(forge, "backend/huggingface", repo, "vae")))
     return parts
+
+
+# Forge Neo's names for Chroma's approximator sizes (Forge dfdcbab6: guidance_*).
+_NEO_APPROXIMATOR = {"guidance_out_dim": "out_dim", "guidance_hidden_dim": "hidden_dim", "guidance_n_layers": "n_layers"}
+
+
+def host_kwargs(cls, common, **extra):
+    """The constructor arguments of this host's Flux / Chroma class. Forge dfdcbab6 takes latent channels (x 4
+    patch) and names Chroma's approximator guidance_*; Forge Neo also takes patch_size and out_channels, gives
+    Chroma its 64 patch channels as in_channels and no vector input, and names the approximator in_dim (64: the
+    16 + 16 + 32 timestep / guidance / index embedding), out_dim, hidden_dim, n_layers."""
+    import inspect
+    takes = inspect.signature(cls).parameters
+    kwargs = dict(common, **extra)
+    if "patch_size" in takes:
+        kwargs["patch_size"] = 2
+        if "in_dim" in takes:  # Neo's Chroma
+            kwargs["in_channels"] = kwargs["in_channels"] * 4
+            kwargs["in_dim"] = 64
+            kwargs.update({_NEO_APPROXIMATOR[k]: kwargs.pop(k) for k in list(kwargs) if k in _NEO_APPROXIMATOR})
+        kwargs["out_channels"] = kwargs["in_channels"]
+    unknown = set(kwargs) - set(takes)
+    kwargs = {k: v for k, v in kwargs.items() if k in takes}
+    missing = [n for n, p in takes.items() if n != "self" and p.default is p.empty and n not in kwargs]
+    if missing:
+        raise SystemExit(f"{cls.__name__} of this host also needs {missing} (given {sorted(kwargs)}, dropped "
+                         f"{sorted(unknown)}): make_dit_checkpoints.py does not know this host's version")
+    return kwargs
 
 
 def plan_of(parts):

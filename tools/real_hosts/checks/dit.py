@@ -41,20 +41,25 @@ FAMILIES = {
     # negative prompt, block lists the model has, specs it lacks, odd latent size supported by the host
     "flux": dict(negative="blurry", blocks=["j0-2, s1", "single", "all"], bad=["d0", "j99", "m0"], odd=True),
     # T5 without padding: the prompt is 9 + 1 tokens; 'blurry, dark' 4 + 1 (repeated to 10 by Forge, one call),
-    # 'blurry' 2 + 1 (lcm 30 > 4 x 3: Forge runs cond and uncond as two calls)
+    # 'blurry' 2 + 1 (lcm 30 > 4 x 3: Forge runs cond and uncond as two calls). Forge Neo pads Chroma's T5 by one
+    # token (diffusion_engine/chroma.py min_padding=1): 11 and 6 (lcm 66 > 4 x 6: two calls), so on Neo the
+    # negative prompt is NEO_CHROMA_NEGATIVE (9 + 2, as long as the prompt: one call); 'blurry' stays two calls (11, 4).
     "chroma": dict(negative="blurry, dark", blocks=["j0-2, s1", "single", "all"], bad=["d0", "j99", "m0"], odd=True),
     # SD3 has joint blocks only; its MMDiTX does not pad an odd latent (it fails without SEG too)
     "sd3": dict(negative="blurry", blocks=["j0-2", "all"], bad=["d0", "j99", "s0"], odd=False),
 }
 
 
+NEO_CHROMA_NEGATIVE = "blurry, dark, low quality, noisy"
+
 # A replay Forge itself refuses (HTTP 500 with this message), SEG or not: the expected answer, not a failure.
 HOST_500 = "host 500"
 HOST_500_MESSAGE = "bad sampler name: Use same sampler"
 
 
-def cases_for(family, host="forge"):
-    """The cases for one family on one host (A1111: SD3 only, with T5 off)."""
+def cases_for(family, host="forge", cfgpp=False):
+    """The cases for one family on one host (A1111: SD3 only, with T5 off). cfgpp: the host has Forge Neo's
+    "Euler CFG++" sampler (its own post-CFG function, sent with the sampler's model options)."""
     f = FAMILIES[family]
     hires = dict({"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
                   "denoising_strength": 0.6})
@@ -112,6 +117,13 @@ def cases_for(family, host="forge"):
         t5 = {"override_settings": {"sd3_enable_t5": True}, "override_settings_restore_afterwards": True}
         c[-1:-1] = [("t5 plain", "txt2img", dict(t5), None, None, 1),
                     ("t5", "txt2img", dict(t5, alwayson_scripts=seg()), "on", "t5 plain", 1)]
+    if cfgpp:  # SEG's guidance must survive the sampler's own post-CFG list (lib_seg/hosts/forge.py _keep_post_cfg)
+        c[-1:-1] = [("cfg++ plain", "txt2img", {"sampler_name": "Euler CFG++", "cfg_scale": 1.5}, None, None, 1),
+                    ("cfg++", "txt2img", {"sampler_name": "Euler CFG++", "cfg_scale": 1.5, "alwayson_scripts": seg()},
+                     "on", "cfg++ plain", 1),
+                    ("cfg++ cfg 1 plain", "txt2img", {"sampler_name": "Euler CFG++", "cfg_scale": 1}, None, None, 1),
+                    ("cfg++ cfg 1", "txt2img", {"sampler_name": "Euler CFG++", "cfg_scale": 1,
+                                                "alwayson_scripts": seg()}, "on", "cfg++ cfg 1 plain", 1)]
     if family == "chroma":  # cond and uncond of unequal text length: two calls per step in Forge
         c[-1:-1] = [("uneven plain", "txt2img", {"negative_prompt": "blurry"}, None, None, 2),
                     ("uneven", "txt2img", {"negative_prompt": "blurry", "alwayson_scripts": seg()}, "on",
@@ -250,6 +262,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--only", help="comma separated case names (and the cases they compare with)")
     ap.add_argument("--json")
+    ap.add_argument("--negative", help="the negative prompt of every case but 'uneven' (default: the family's; "
+                                       f"Forge Neo + Chroma: {NEO_CHROMA_NEGATIVE!r}, see FAMILIES)")
     args = ap.parse_args(argv)
     api, host = common.Api(args.url, timeout=3600), H.host(args.host)
     if args.family not in ("sd3",) and host.name == "a1111":
@@ -261,10 +275,14 @@ def main(argv=None):
     reply = api.post("/sdapi/v1/options", options)
     if reply.status != 200:
         raise SystemExit(f"selecting the checkpoint: HTTP {reply.status}: {reply.message()}")
-    base = {"prompt": "a lighthouse on a cliff", "negative_prompt": FAMILIES[args.family]["negative"], "seed": 1234,
+    negative = args.negative or (NEO_CHROMA_NEGATIVE if (host.name, args.family) == ("forge-neo", "chroma")
+                                 else FAMILIES[args.family]["negative"])
+    base = {"prompt": "a lighthouse on a cliff", "negative_prompt": negative, "seed": 1234,
             "steps": args.steps, "sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 3, "width": 128,
             "height": 192, "batch_size": 1, "n_iter": 1, "send_images": True, "save_images": False}
-    cases = cases_for(args.family, host.name)  # the host's own hires and infotext fields come from its description
+    samplers = api.get("/sdapi/v1/samplers").json or []
+    cfgpp = any(isinstance(x, dict) and x.get("name") == "Euler CFG++" for x in samplers)
+    cases = cases_for(args.family, host.name, cfgpp)  # the host's own hires and infotext fields come from its description
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         keep = set(wanted) | {"plain"}  # img2img starts from it

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build a CPU test install of Forge (2024+ `backend/` layout) or reForge (`ldm_patched`) at a pinned
-# commit, with this extension linked in. Nothing here is committed: the host lives under --dest.
+# Build a CPU test install of Forge (2024+ `backend/` layout), reForge (`ldm_patched`) or Forge Neo (the
+# WebUI-Neo-Forge fork of Haoming02's `neo` branch) at a pinned commit, with this extension linked in. Nothing here
+# is committed: the host lives under --dest.
 #
-#   tools/real_hosts/forge/build.sh [--host forge|reforge] [--src GIT_URL_OR_LOCAL_CLONE] [--commit SHA]
+#   tools/real_hosts/forge/build.sh [--host forge|reforge|forge-neo] [--src GIT_URL_OR_LOCAL_CLONE] [--commit SHA]
 #                                   [--dest DIR] [--ext PATH] [--mirror DIR]
 #
 # --src      the host's repository (default: its GitHub URL); a local clone or bare git dir works too
@@ -29,7 +30,10 @@ while [[ $# -gt 0 ]]; do
 done
 
 # Pinned commits: the host, and the helper repositories its launcher would clone into repositories/
-# (same commits as the host's modules/launch_utils.py names).
+# (same commits as the host's modules/launch_utils.py names). reqs: the host's pinned requirements file;
+# launcher_pkgs: what its prepare_environment installs besides that file (with --skip-prepare-environment nothing
+# else would).
+reqs=requirements_versions.txt launcher_pkgs=()
 case $host in
   forge)
     github=lllyasviel/stable-diffusion-webui-forge
@@ -53,7 +57,21 @@ case $host in
       "salesforce/BLIP 48211a1594f1321b00f14c9f7a5b4813144b2fb9 BLIP"
       "openai/CLIP d50d76daa670286dd6cacf3bcd80b5e4823fc8e1 CLIP"
     ) ;;
-  *) echo "--host must be forge or reforge" >&2; exit 2 ;;
+  forge-neo)
+    github=papaioannou-themistoklis/WebUI-Neo-Forge
+    : "${commit:=7862a9646a01c7268bec3a425d3ea80598d72e48}"  # main, 2025-10-05
+    # Neo's launcher clones no repositories: huggingface_guess and k_diffusion are bundled under
+    # modules_forge/packages, the UI assets under modules/web. Its prepare_environment installs OpenAI's CLIP from
+    # a GitHub zip of d50d76da (the commit cloned here, then pip-installed below like the other hosts'), and
+    # packaging 24.2, gradio 4.40.0 with gradio_imageslider 0.0.20 and gradio_rangeslider 0.0.6 (not in its
+    # requirements.txt). nunchaku (a CUDA wheel from GitHub; the launcher goes on without it), xformers, sage and
+    # flash attention are left out: GPU only.
+    helpers=(
+      "openai/CLIP d50d76daa670286dd6cacf3bcd80b5e4823fc8e1 CLIP"
+    )
+    reqs=requirements.txt
+    launcher_pkgs=(packaging==24.2 gradio==4.40.0 gradio_imageslider==0.0.20 gradio_rangeslider==0.0.6) ;;
+  *) echo "--host must be forge, reforge or forge-neo" >&2; exit 2 ;;
 esac
 hosts=${SEG_HOSTS_DIR:-$(cd "$here/../../.." && cd .. && pwd)/hosts}   # default installs folder: <checkout>/../hosts
 : "${dest:=$hosts/$host}"
@@ -101,12 +119,17 @@ done
 pip=("$dest/venv/bin/python" -m pip install -q --disable-pip-version-check "${pip_flags[@]}")
 torch=(torch==2.14.1 torchvision==0.29.1)
 nice -n 10 "${pip[@]}" "${torch[@]}"
-# Both hosts pin setuptools==69.5.1, which torch >= 2.13 refuses (it needs >= 77.0.3; pip would quietly
+# All three hosts pin setuptools==69.5.1, which torch >= 2.13 refuses (it needs >= 77.0.3; pip would quietly
 # go back to torch 2.12): take a setuptools that torch accepts and that still ships pkg_resources.
 # reForge pins a pydantic 1.10.15 re-release from a GitHub download; PyPI's 1.10.15 is the same version.
+# Neo's requirements.txt ends with an unpinned `torch` line: the pins given here decide it.
 sed -E -e 's#^setuptools==69\.5\.1.*#setuptools>=77.0.3,<81#' \
   -e 's#^https://github.com/Panchovix/pydantic-fixreforge/.*#pydantic==1.10.15#' \
-  "$dest/requirements_versions.txt" > "$dest/seg-requirements.txt"
+  "$dest/$reqs" > "$dest/seg-requirements.txt"
+# Neo's launcher installs gradio before its requirements, in a pip call of its own: gradio 4.40.0 asks for
+# pillow < 11, requirements.txt pins Pillow 11.3.0, and one resolve of both is impossible. Two calls in the
+# launcher's order end where Neo's own install ends (Pillow 11.3.0; pip warns about gradio's bound).
+(( ${#launcher_pkgs[@]} )) && nice -n 10 "${pip[@]}" "${torch[@]}" "${launcher_pkgs[@]}"
 nice -n 10 "${pip[@]}" "${torch[@]}" -r "$dest/seg-requirements.txt"
 # What the launchers install besides the requirements: OpenAI's CLIP package from that repository (reForge's
 # k-diffusion imports `clip` at startup); joblib for the built-in soft-inpainting script.

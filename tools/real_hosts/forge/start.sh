@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Run a Forge or reForge install made by build.sh, in the foreground, on the CPU, offline, API on
+# Run a Forge, reForge or Forge Neo install made by build.sh, in the foreground, on the CPU, offline, API on
 # 127.0.0.1 only. The process that runs the server is this one (exec): stop it by its PID.
 #
-#   tools/real_hosts/forge/start.sh [--host forge|reforge] [--dest DIR] [--port N] [--models DIR]
+#   tools/real_hosts/forge/start.sh [--host forge|reforge|forge-neo] [--dest DIR] [--port N] [--models DIR]
 #                                   [--probe] [--tiny-dit] [--no-extensions] [--data-dir DIR [--ext PATH]]
 #                                   [-- extra host flags]
 #
 # --models         checkpoint folder (default <hosts>/models; <hosts> is $SEG_HOSTS_DIR, else <checkout>/../hosts)
 # --probe          also load tools/real_hosts/forge/probe: GET /seg-probe/calls lists every UNet call
 #                  (rows, SEG rows, cond/uncond labels); it changes no computation
-# --tiny-dit       also load tools/real_hosts/forge/tiny_dit (Forge only): Flux / Chroma transformers and T5 text
+# --tiny-dit       also load tools/real_hosts/forge/tiny_dit (Forge, Forge Neo): Flux / Chroma transformers and T5 text
 #                  encoders are sized from their weights, so the tiny checkpoints of make_dit_checkpoints.py load
 #                  small (see tiny_dit/README.md); without it the link is removed
 # --data-dir DIR   a private data folder (the host's --data-dir): its own extensions/ and config.json (copied
@@ -67,6 +67,36 @@ else
 fi
 [[ $bare == 1 ]] && flags+=(--disable-extra-extensions)
 
+# Forge Neo parses its command line strictly (modules/shared_cmd_options.py: parser.parse_args) and dropped
+# A1111's precision and model flags: no --no-half / --no-half-vae / --precision (its backend runs fp32 on the
+# CPU by itself, backend/memory_management.py), no --no-download-sd-model, --ckpt-dirs for --ckpt-dir, and no
+# --ckpt: the model is the setting sd_model_checkpoint, so a --ckpt FILE among the extra flags is written there
+# (in the config.json this server reads) instead. --attention-pytorch: on the CPU Neo 7862a96 otherwise picks
+# attention_basic, whose get_attn_precision (backend/attention.py line 59) reads args.dont_upcast_attention, an
+# option Neo no longer defines: every generation fails with AttributeError.
+config=${data:-$dest}/config.json
+if [[ $host == forge-neo ]]; then
+  host_flags=(--ckpt-dirs "$models" --attention-pytorch)
+  rest=()
+  while [[ $# -gt 0 ]]; do
+    if [[ $1 == --ckpt ]]; then
+      "$dest/venv/bin/python" -c 'import json, sys
+path, name = sys.argv[1], sys.argv[2]
+with open(path) as f:
+    config = json.load(f)
+config["sd_model_checkpoint"] = name
+with open(path, "w") as f:
+    json.dump(config, f, indent=2)' "$config" "$(basename "$2")"
+      shift 2
+    else
+      rest+=("$1"); shift
+    fi
+  done
+  set -- ${rest[@]+"${rest[@]}"}
+else
+  host_flags=(--no-half --no-half-vae --precision full --ckpt-dir "$models" --no-download-sd-model)
+fi
+
 threads=${THREADS:-2}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export GRADIO_ANALYTICS_ENABLED=False DO_NOT_TRACK=1 PYTHONUNBUFFERED=1
@@ -79,7 +109,5 @@ cd "$dest"
 rm -f READY
 exec nice -n 10 "$dest/venv/bin/python" launch.py \
   --skip-prepare-environment --skip-python-version-check --skip-torch-cuda-test --skip-version-check \
-  --always-cpu --no-half --no-half-vae --precision full \
-  --api --server-name 127.0.0.1 --port "$port" \
-  --ckpt-dir "$models" --no-download-sd-model --no-hashing \
-  "${flags[@]}" "$@"
+  --always-cpu --api --server-name 127.0.0.1 --port "$port" --no-hashing \
+  "${host_flags[@]}" ${flags[@]+"${flags[@]}"} "$@"
