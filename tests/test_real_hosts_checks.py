@@ -86,3 +86,12 @@ def test_tracebacks_as_a1111_prints_api_errors():
     assert common.tracebacks(log) == ["TypeError: Integer exceeds 64-bit range"]
     log = "    Traceback (most recent call last):\n      File \"x\"\n    modules.devices.NansException: NaNs\n"
     assert common.tracebacks(log) == ["modules.devices.NansException: NaNs"]
+
+
+def test_reply_message_reads_each_hosts_error_body():
+    a1111 = {"error": "AssertionError", "detail": "", "body": "", "errors": "bad sampler name: Use same sampler"}
+    forge = {"error": "AssertionError", "detail": "", "body": "", "message": "bad sampler name: Use same sampler"}
+    for body in (a1111, forge):
+        assert Reply(500, json.dumps(body).encode(), 0.0).message() == "bad sampler name: Use same sampler"
+    assert Reply(422, json.dumps({"detail": "SEG sigma"}).encode(), 0.0).message() == "SEG sigma"
+    assert Reply(500, json.dumps({"error": "KeyError"}).encode(), 0.0).message() == "KeyError"

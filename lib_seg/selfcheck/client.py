@@ -38,11 +38,12 @@ class Reply:
             self.json = None
 
     def message(self, limit=300):
-        """The server's error message: FastAPI's ``detail`` or A1111's ``errors`` (str of the exception)."""
+        """The server's error message: FastAPI's ``detail``, A1111's ``errors`` or Forge's ``message`` (both the str
+        of the exception), else the exception's name (``error``)."""
         data = self.json
         text = ""
         if isinstance(data, dict):
-            for key in ("detail", "errors", "error"):
+            for key in ("detail", "errors", "message", "error"):
                 value = data.get(key)
                 if value:
                     text = value if isinstance(value, str) else json.dumps(value)
