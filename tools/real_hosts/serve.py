@@ -23,8 +23,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Api, Unreachable  # noqa: E402  (the self-check's client: the one API client of the harness)
 
 LOCK = "/tmp/seg-mem.lock"
 
@@ -84,15 +85,13 @@ def start(args):
     print(f"started pid {proc.pid} (process group {proc.pid}); log {args.log}")
 
 
-def _get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def _post(url, payload, timeout=600):
-    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
+def _answer(reply):
+    """The JSON of a 200 answer; anything else is not ready yet."""
+    if reply.status != 200:
+        raise RuntimeError(f"HTTP {reply.status}: {reply.message()}")
+    if reply.json is None:
+        raise ValueError("the answer is not JSON")
+    return reply.json
 
 
 def _waiting_for_lock(rec):
@@ -123,6 +122,7 @@ def wait(args):
     deadline = t0 + args.timeout
     stage = "API"
     last = ""
+    api = Api(args.url)
     while time.time() < deadline:
         if rec and not _ours(rec):
             sys.exit(f"server process {rec['pid']} exited while waiting ({stage}); see {rec['log']}")
@@ -149,25 +149,25 @@ def wait(args):
             continue
         try:
             if stage == "API":
-                scripts = _get(args.url + "/sdapi/v1/scripts")
+                scripts = _answer(api.get("/sdapi/v1/scripts", timeout=10))
                 want = args.script.lower()
                 if args.script and not all(want in scripts.get(k, []) for k in ("txt2img", "img2img")):
                     sys.exit(f"the API answers but {args.script!r} is not listed: {scripts}")
                 stage = "script-info"
             if stage == "script-info":
-                info = _get(args.url + "/sdapi/v1/script-info")
+                info = _answer(api.get("/sdapi/v1/script-info", timeout=10))
                 if args.script and not any(s.get("name") == args.script.lower() for s in info):
                     raise RuntimeError("script-info does not list the script yet")
                 stage = "txt2img"
             if stage == "txt2img":
                 if not args.no_txt2img:
-                    r = _post(args.url + "/sdapi/v1/txt2img", {"prompt": "ready", "width": 64, "height": 64,
-                                                                "steps": 1, "cfg_scale": 1, "seed": 1})
+                    r = _answer(api.post("/sdapi/v1/txt2img", {"prompt": "ready", "width": 64, "height": 64,
+                                                               "steps": 1, "cfg_scale": 1, "seed": 1}, timeout=600))
                     if not r.get("images"):
                         raise RuntimeError(f"txt2img returned no image: {str(r)[:200]}")
                 print(f"ready after {time.time() - t0:.0f} s: {args.url}")
                 return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+        except (Unreachable, RuntimeError, ValueError) as e:
             if str(e) != last:
                 print(f"  waiting ({stage}): {e}", flush=True)
                 last = str(e)
