@@ -133,14 +133,12 @@ class SegScript:
         self.adapter.stop(p)
 
 
-def generate(settings=None, *, batch=1, cfg_scale=1.0, latent_hw=(12, 10), sd_model=None, family="flux", **kwargs):
-    sd_model = sd_model or flux_world(family=family)[0]
-    cond, uncond = flux_conds(batch, family=family)
-    p = Processing(sd_model, cond, uncond, batch_size=batch, cfg_scale=cfg_scale, latent_hw=latent_hw, **kwargs)
+def sample_with_seg(p, settings):
+    """p.sample() with the SEG script (None: without it); (latent, the model calls' rows, the script)."""
     script = SegScript(settings) if settings is not None else None
     if script:
         p.scripts.append(script)
-    model = sd_model.forge_objects_original.unet.model.diffusion_model
+    model = p.sd_model.forge_objects_original.unet.model.diffusion_model
     model._forge_calls = []
     try:
         out = p.sample()
@@ -148,6 +146,14 @@ def generate(settings=None, *, batch=1, cfg_scale=1.0, latent_hw=(12, 10), sd_mo
         if script:
             script.postprocess(p)
     calls, model._forge_calls = model._forge_calls, None
+    return out, calls, script
+
+
+def generate(settings=None, *, batch=1, cfg_scale=1.0, latent_hw=(12, 10), sd_model=None, family="flux", **kwargs):
+    sd_model = sd_model or flux_world(family=family)[0]
+    cond, uncond = flux_conds(batch, family=family)
+    p = Processing(sd_model, cond, uncond, batch_size=batch, cfg_scale=cfg_scale, latent_hw=latent_hw, **kwargs)
+    out, calls, _ = sample_with_seg(p, settings)
     return out, calls, p
 
 

@@ -6,7 +6,7 @@ import torch
 from forge_stand_in import flux as host_flux
 from forge_stand_in.neo import NeoProcessing
 from lib_seg.hosts import forge as forge_host
-from test_dit import SegScript, flux_conds, flux_world, on
+from test_dit import flux_conds, flux_world, on, sample_with_seg
 from test_forge import SegScript as UnetSegScript, conds, world
 
 pytestmark = pytest.mark.usefixtures("float64_module")
@@ -17,17 +17,7 @@ def neo_generate(settings=None, *, sampler="euler_cfg_pp", cfg_scale=1.5, sd_mod
     sd_model = sd_model or flux_world()[0]
     cond, uncond = flux_conds()
     p = NeoProcessing(sd_model, cond, uncond, cfg_scale=cfg_scale, latent_hw=(12, 10), sampler=sampler)
-    script = SegScript(settings) if settings is not None else None
-    if script:
-        p.scripts.append(script)
-    model = sd_model.forge_objects_original.unet.model.diffusion_model
-    model._forge_calls = []
-    try:
-        out = p.sample()
-    finally:
-        if script:
-            script.postprocess(p)
-    calls, model._forge_calls = model._forge_calls, None
+    out, calls, script = sample_with_seg(p, settings)
     return out, calls, p, script
 
 
