@@ -320,8 +320,8 @@ def test_evaluate_has_oseg_rows_beside_seg_paired_with_their_baselines(tmp_path,
     its no-SEG baseline and with the SEG row of the same sigma; the reference switch is recorded and changes the
     OSEG rows only."""
     from lib_seg.demo.__main__ import main
-    # 2 steps: which rows there are, how they pair and what the switch changes does not depend on the step count
-    common = ["--evaluate", "--oseg", "--n", "4", "--seeds", "0,1", "--steps", "2", "--sigmas", "inf"]
+    # 2 samples at 2 steps: which rows there are, how they pair and what the switch changes depend on neither count
+    common = ["--evaluate", "--oseg", "--n", "2", "--seeds", "0,1", "--steps", "2", "--sigmas", "inf"]
     key = main(common + ["--results", str(tmp_path / "key")])
     query = main(common + ["--oseg-reference", "query", "--results", str(tmp_path / "query")])
     names = [row["setting"] for row in key["rows"]]
