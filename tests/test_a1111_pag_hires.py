@@ -16,6 +16,9 @@ from test_a1111_pass import run
 pytestmark = pytest.mark.usefixtures("clean_host")
 
 EFFECT = 5e-3
+# Sampler steps of the identity-vs-separate-pass equality checks: which rows return their value projection is
+# decided the same way at every UNet call, and a second step already takes the first one's result in.
+STEPS = 2
 
 
 def identity_reference(model, cond, uncond, layers, scale, steps=4, cfg=5.0, size=(16, 16), seeds=(1,), sdxl=False):
@@ -69,13 +72,13 @@ def test_identity_mode_equals_separate_hooked_pass(host, in_float64, sd15_64, la
     shared.opts.batch_cond_uncond = batch_cond_uncond
     c, uc, c_rows, uc_rows = _two_images()
     args = {"enabled": True, "scale": 2.5, "layers": layers, "mode": "identity"}
-    got, calls, p = run(host, sd15_64, [args], c, uc, batch_size=2)
-    assert calls == ([6] if batch_cond_uncond else [2, 2, 2]) * 4
+    got, calls, p = run(host, sd15_64, [args], c, uc, batch_size=2, steps=STEPS)
+    assert calls == ([6] if batch_cond_uncond else [2, 2, 2]) * STEPS
     assert p.extra_generation_params["SEG mode"] == "identity"
-    ref = identity_reference(sd15_64, c_rows, uc_rows, layers, 2.5, seeds=(1, 2))
+    ref = identity_reference(sd15_64, c_rows, uc_rows, layers, 2.5, seeds=(1, 2), steps=STEPS)
     assert_same_arithmetic(got, ref)
-    blur, _, _ = run(host, sd15_64, [{**args, "mode": "blur", "sigma": "inf"}], c, uc, batch_size=2)
-    plain, _, _ = run(host, sd15_64, [False], c, uc, batch_size=2)
+    blur, _, _ = run(host, sd15_64, [{**args, "mode": "blur", "sigma": "inf"}], c, uc, batch_size=2, steps=STEPS)
+    plain, _, _ = run(host, sd15_64, [False], c, uc, batch_size=2, steps=STEPS)
     assert_effect(got, plain, EFFECT)
     assert_effect(got, blur, EFFECT)
 
@@ -83,9 +86,9 @@ def test_identity_mode_equals_separate_hooked_pass(host, in_float64, sd15_64, la
 def test_identity_mode_at_cfg_1(host, in_float64, sd15_64):
     c, uc, c_rows, uc_rows = _two_images()
     args = [{"enabled": True, "scale": 3.0, "layers": "all", "mode": "identity"}]
-    got, calls, _ = run(host, sd15_64, args, c, uc, batch_size=2, cfg_scale=1.0)
-    assert calls == [6] * 4
-    assert_same_arithmetic(got, identity_reference(sd15_64, c_rows, uc_rows, "all", 3.0, cfg=1.0, seeds=(1, 2)))
+    got, calls, _ = run(host, sd15_64, args, c, uc, batch_size=2, cfg_scale=1.0, steps=STEPS)
+    assert calls == [6] * STEPS
+    assert_same_arithmetic(got, identity_reference(sd15_64, c_rows, uc_rows, "all", 3.0, cfg=1.0, seeds=(1, 2), steps=STEPS))
 
 
 def test_identity_mode_sdxl_layout(host, in_float64):
@@ -96,11 +99,11 @@ def test_identity_mode_sdxl_layout(host, in_float64):
         texts = [H.text(s, sdxl=True) for s in seeds]
         return {k: torch.stack([t[k] for t in texts]) for k in texts[0]}
     args = [{"enabled": True, "scale": 2.0, "layers": "d2-3, m0", "mode": "identity"}]
-    got, calls, _ = run(host, model, args, c, uc, batch_size=2)
-    assert calls == [6] * 4
-    ref = identity_reference(model, rows([1, 3]), rows([2, 4]), "d2-3, m0", 2.0, seeds=(1, 2), sdxl=True)
+    got, calls, _ = run(host, model, args, c, uc, batch_size=2, steps=STEPS)
+    assert calls == [6] * STEPS
+    ref = identity_reference(model, rows([1, 3]), rows([2, 4]), "d2-3, m0", 2.0, seeds=(1, 2), sdxl=True, steps=STEPS)
     assert_same_arithmetic(got, ref)
-    plain, _, _ = run(host, model, [False], c, uc, batch_size=2)
+    plain, _, _ = run(host, model, [False], c, uc, batch_size=2, steps=STEPS)
     assert_effect(got, plain, EFFECT)
 
 

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from a1111_stand_in import harness as H
-from a1111_stand_in.fixtures import host, sd15, clean_host  # noqa: F401 (pytest fixtures)
+from a1111_stand_in.fixtures import host, sd15, sd15_64, clean_host  # noqa: F401 (pytest fixtures)
 from precision import assert_same_arithmetic
 
-# This module compares batched, chunked and separate evaluations of the same arithmetic, so it runs in float64
-# (tests/precision.py says why); models are built inside. Bit-identity claims hold in any dtype;
-# tests/test_a1111_script.py runs the same host paths in float32.
-pytestmark = pytest.mark.usefixtures("float64_module", "clean_host")
+# The tests that compare batched, chunked and separate evaluations of the same arithmetic run in float64
+# (tests/precision.py says why): the in_float64 fixture and the float64 model sd15_64, or a model built inside.
+# The others count rows, compare bit for bit or assert an effect, which hold in any dtype: float32, about half
+# the cost of a float64 UNet call.
+pytestmark = pytest.mark.usefixtures("clean_host")
 
 SEG_ALL4 = [True, 3.0, "4", "all"]
 
@@ -69,27 +70,27 @@ def test_one_unet_call_per_active_step_with_3b_rows(host, sd15):
 
 
 @pytest.mark.parametrize("sigma,layers", [("4", "all"), ("inf", "mid"), ("1", "d0-3, u4")])
-def test_matches_separate_pass_reference(host, sd15, sigma, layers):
+def test_matches_separate_pass_reference(host, in_float64, sd15_64, sigma, layers):
     args = [True, 2.5, sigma, layers]
     c, uc = H.conds([[(1, 1.0)]], [2])
-    batched, _, _ = run(host, sd15, args, c, uc)
-    ref = reference(sd15, H.text(1)[None], H.text(2)[None], args)
-    plain, _, _ = run(host, sd15, [False], c, uc)
+    batched, _, _ = run(host, sd15_64, args, c, uc)
+    ref = reference(sd15_64, H.text(1)[None], H.text(2)[None], args)
+    plain, _, _ = run(host, sd15_64, [False], c, uc)
     assert_same_arithmetic(batched, ref, effect_from=plain)
 
 
-def test_chunked_evaluation_equals_batched(host, sd15):
+def test_chunked_evaluation_equals_batched(host, in_float64, sd15_64):
     from modules import shared
     c, uc = H.conds([[(1, 1.0)], [(3, 1.0)]], [2, 4])
-    batched, _, _ = run(host, sd15, SEG_ALL4, c, uc, batch_size=2)
+    batched, _, _ = run(host, sd15_64, SEG_ALL4, c, uc, batch_size=2)
     shared.opts.batch_cond_uncond = False
-    chunked, calls, _ = run(host, sd15, SEG_ALL4, c, uc, batch_size=2)
+    chunked, calls, _ = run(host, sd15_64, SEG_ALL4, c, uc, batch_size=2)
     assert calls == [2, 2, 2] * 4          # chunks of B rows, in row order; the middle one is all SEG rows
     assert_same_arithmetic(batched, chunked)
 
 
 @pytest.mark.parametrize("batch_cond_uncond", [True, False])
-def test_different_token_lengths_evaluated_apart(host, sd15, batch_cond_uncond):
+def test_different_token_lengths_evaluated_apart(host, in_float64, sd15_64, batch_cond_uncond):
     """cond of 154 tokens vs uncond of 77: the host evaluates the cond rows (+ SEG rows) and the uncond
     rows in separate calls. Every token repeated twice leaves cross-attention unchanged, so the result
     must match the 77-token run."""
@@ -98,18 +99,18 @@ def test_different_token_lengths_evaluated_apart(host, sd15, batch_cond_uncond):
     c77, uc = H.conds([[(1, 1.0)], [(3, 1.0)]], [2, 4])
     doubled = [[(H.text(1).repeat_interleave(2, 0), 1.0)], [(H.text(3).repeat_interleave(2, 0), 1.0)]]
     c154, _ = H.conds(doubled, [2, 4])
-    expected, _, _ = run(host, sd15, SEG_ALL4, c77, uc, batch_size=2)
-    got, calls, _ = run(host, sd15, SEG_ALL4, c154, uc, batch_size=2)
+    expected, _, _ = run(host, sd15_64, SEG_ALL4, c77, uc, batch_size=2)
+    got, calls, _ = run(host, sd15_64, SEG_ALL4, c154, uc, batch_size=2)
     assert calls == ([4, 2] if batch_cond_uncond else [2, 2, 2]) * 4
     assert_same_arithmetic(expected, got)
 
 
-def test_cfg_scale_1(host, sd15):
+def test_cfg_scale_1(host, in_float64, sd15_64):
     args = [True, 3.0, "2", "all"]
     c, uc = H.conds([[(1, 1.0)]], [2])
-    got, calls, _ = run(host, sd15, args, c, uc, cfg_scale=1.0)
-    ref = reference(sd15, H.text(1)[None], H.text(2)[None], args, cfg=1.0)
-    plain, _, _ = run(host, sd15, [False], c, uc, cfg_scale=1.0)
+    got, calls, _ = run(host, sd15_64, args, c, uc, cfg_scale=1.0)
+    ref = reference(sd15_64, H.text(1)[None], H.text(2)[None], args, cfg=1.0)
+    plain, _, _ = run(host, sd15_64, [False], c, uc, cfg_scale=1.0)
     assert calls == [3] * 4
     assert_same_arithmetic(got, ref, effect_from=plain)
 
@@ -142,7 +143,7 @@ def test_and_prompts_rows_and_weights(host, sd15):
     assert not torch.equal(plain, seg)
 
 
-def test_and_term_uses_host_weights(host):
+def test_and_term_uses_host_weights(host, in_float64):
     """on_cfg_after_cfg adds s * sum_k w_k (cond_k - seg_k) per image, with the host's conds_list."""
     from lib_seg.hosts.a1111 import SamplingPass
     from modules import prompt_parser, script_callbacks as cb
@@ -162,7 +163,7 @@ def test_and_term_uses_host_weights(host):
     cond, seg = x_out[:3], x_out[3:6]
     expected = torch.stack([denoised[0] + 2.0 * (0.7 * (cond[0] - seg[0]) + 0.5 * (cond[1] - seg[1])),
                             denoised[1] + 2.0 * (cond[2] - seg[2])])
-    assert torch.allclose(after.x, expected, atol=1e-6)  # float64 (module fixture), 4 ops per element: ~1e-15
+    assert torch.allclose(after.x, expected, atol=1e-6)  # float64 (in_float64), 4 ops per element: ~1e-15
     assert prompt_parser  # the weights come from the host's multicond batch (see and_weights)
 
 
@@ -173,7 +174,7 @@ def test_and_weights_from_multicond(host):
     assert and_weights(denoiser, 2, 3) == [[(0, 0.7), (1, 0.5)], [(2, 1.0)]]
 
 
-def test_sdxl_dict_conditioning(host):
+def test_sdxl_dict_conditioning(host, in_float64):
     model = H.sd_model("sdxl")
     c, uc = H.sdxl_conds([[(1, 1.0)]], [2])
     args = [True, 3.0, "2", "all"]
@@ -186,12 +187,12 @@ def test_sdxl_dict_conditioning(host):
     assert_same_arithmetic(got, ref, effect_from=plain)
 
 
-def test_non_square(host, sd15):
+def test_non_square(host, in_float64, sd15_64):
     args = [True, 3.0, "2", "all"]
     c, uc = H.conds([[(1, 1.0)]], [2])
-    got, calls, _ = run(host, sd15, args, c, uc, width=128, height=192)
-    ref = reference(sd15, H.text(1)[None], H.text(2)[None], args, width=128, height=192)
-    plain, _, _ = run(host, sd15, [False], c, uc, width=128, height=192)
+    got, calls, _ = run(host, sd15_64, args, c, uc, width=128, height=192)
+    ref = reference(sd15_64, H.text(1)[None], H.text(2)[None], args, width=128, height=192)
+    plain, _, _ = run(host, sd15_64, [False], c, uc, width=128, height=192)
     assert got.shape[-2:] == (24, 16)
     assert_same_arithmetic(got, ref, effect_from=plain)
 
@@ -391,7 +392,7 @@ def test_rescale_changes_the_result_and_keeps_one_call(host, sd15):
     assert torch.isfinite(rescaled).all() and not torch.equal(plain_seg, rescaled)
 
 
-def test_rescale_on_timestep_samplers_works_on_the_noise_prediction(host, sd15, monkeypatch):
+def test_rescale_on_timestep_samplers_works_on_the_noise_prediction(host, in_float64, sd15_64, monkeypatch):
     """DDIM/PLMS/UniPC (CFGDenoiserTimesteps): the rows and the after-CFG x are eps and "sigma" is the timestep,
     so the rescale is guidance.rescale of the guided eps against the cond eps, with no x0 conversion (issue 23,
     item 2). Every step's result is checked against that formula on the rows the host evaluated."""
@@ -411,7 +412,7 @@ def test_rescale_on_timestep_samplers_works_on_the_noise_prediction(host, sd15, 
 
     monkeypatch.setattr(host_denoiser, "cfg_denoised_callback", record_rows)
     monkeypatch.setattr(host_denoiser, "cfg_after_cfg_callback", record_result)
-    _, calls, p = run(host, sd15, [True, 10.0, "4", "all", 0.0, 1.0, 0.7], sampler_name="DDIM")
+    _, calls, p = run(host, sd15_64, [True, 10.0, "4", "all", 0.0, 1.0, 0.7], sampler_name="DDIM")
     assert calls == [3] * 3 and p.extra_generation_params["SEG rescale"] == "0.7"   # DDIM: steps - 1 calls
     for x_out, (host_cfg, ours) in zip(rows, results, strict=True):
         cond, seg = x_out[0:1], x_out[1:2]           # [cond | SEG | uncond] rows, batch 1

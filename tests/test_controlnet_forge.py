@@ -28,6 +28,8 @@ MODES = [CN.BALANCED, CN.PROMPT, CN.CONTROL]
 # As tests/test_controlnet_a1111.py: float64, REL64 of the scale per evaluation order, (1 + 2 s) * REL64 for
 # the no-blur SEG image at s = 10; effects above MIN_EFFECT.
 TOLERANCE = (1 + 2 * 10) * REL64
+# Sampler steps of the equality checks and of the check that shows their margin (as in test_controlnet_a1111.py).
+STEPS = 2
 _NETS = {}
 
 
@@ -44,7 +46,7 @@ def relative(a, b):
     return (a - b).abs().max().item() / max(b.abs().max().item(), 1.0)
 
 
-def generate(flavor, settings=None, units=(), batch=1, cfg_scale=5.0, arch="sd15", hints=None):
+def generate(flavor, settings=None, units=(), batch=1, cfg_scale=5.0, arch="sd15", hints=None, steps=4):
     """txt2img with the ControlNet script first, SEG second (both patch the pass's forge_objects.unet)."""
     patcher = UnetPatcher(unet_for(flavor, arch))
     sd_model = SDModel(patcher)
@@ -57,7 +59,7 @@ def generate(flavor, settings=None, units=(), batch=1, cfg_scale=5.0, arch="sd15
         uncond = {"crossattn": torch.randn(batch, 8, 32, generator=g), "vector": torch.randn(batch, 1, generator=g)}
     else:
         cond, uncond = conds(batch)
-    p = Processing(sd_model, cond, uncond, batch_size=batch, flavor=flavor, cfg_scale=cfg_scale)
+    p = Processing(sd_model, cond, uncond, batch_size=batch, flavor=flavor, cfg_scale=cfg_scale, steps=steps)
     p.scripts.append(CN.ControlNetScript(cn_units, is_sdxl=arch == "sdxl"))
     seg = SegScript(flavor, settings, attention=stand_in_attention) if settings is not None else None
     if seg is not None:
@@ -77,14 +79,14 @@ def generate(flavor, settings=None, units=(), batch=1, cfg_scale=5.0, arch="sd15
 @pytest.mark.parametrize("mode", MODES)
 def test_no_blur_seg_equals_controlnet_only(in_float64, flavor, mode):
     units = [(nets(flavor)[0], mode)]
-    only, _, _ = generate(flavor, None, units)
-    seg, calls, script = generate(flavor, NO_BLUR, units)
-    assert calls == [3] * 4                                      # one UNet call per step: + 1 SEG row
-    assert [s for _, s in script.adapter.last_patch.calls] == [slice(2, 3)] * 4
+    only, _, _ = generate(flavor, None, units, steps=STEPS)
+    seg, calls, script = generate(flavor, NO_BLUR, units, steps=STEPS)
+    assert calls == [3] * STEPS                                      # one UNet call per step: + 1 SEG row
+    assert [s for _, s in script.adapter.last_patch.calls] == [slice(2, 3)] * STEPS
     assert relative(seg, only) <= TOLERANCE
-    plain, _, _ = generate(flavor, None, ())
+    plain, _, _ = generate(flavor, None, (), steps=STEPS)
     assert relative(only, plain) > MIN_EFFECT               # ControlNet's effect is there
-    blurred, _, _ = generate(flavor, SEG, units)
+    blurred, _, _ = generate(flavor, SEG, units, steps=STEPS)
     assert relative(blurred, only) > MIN_EFFECT             # and SEG's, with a real blur
 
 
@@ -92,7 +94,7 @@ def test_no_blur_seg_equals_controlnet_only(in_float64, flavor, mode):
 def test_seg_rows_without_control_would_fail_by_far(flavor, monkeypatch):
     """The margin of the check above: SEG rows appended with zero residuals instead of the cond rows'."""
     units = [(nets(flavor)[0], CN.BALANCED)]
-    only, _, _ = generate(flavor, None, units)
+    only, _, _ = generate(flavor, None, units, steps=STEPS)
     real_extend = forge_host._extend_value
 
     def no_control_for_seg_rows(value, n, rows):
@@ -102,7 +104,7 @@ def test_seg_rows_without_control_would_fail_by_far(flavor, monkeypatch):
         return out
 
     monkeypatch.setattr(forge_host, "_extend_value", no_control_for_seg_rows)
-    broken, _, _ = generate(flavor, NO_BLUR, units)
+    broken, _, _ = generate(flavor, NO_BLUR, units, steps=STEPS)
     assert relative(broken, only) > MIN_EFFECT
 
 
@@ -110,11 +112,11 @@ def test_seg_rows_without_control_would_fail_by_far(flavor, monkeypatch):
 @pytest.mark.parametrize("modes", [(CN.BALANCED, CN.CONTROL), (CN.PROMPT, CN.CONTROL)])
 def test_batch_2_two_units(in_float64, flavor, modes):
     units = list(zip(nets(flavor), modes))
-    only, _, _ = generate(flavor, None, units, batch=2)
-    seg, calls, _ = generate(flavor, NO_BLUR, units, batch=2)
-    assert calls == [6] * 4
+    only, _, _ = generate(flavor, None, units, batch=2, steps=STEPS)
+    seg, calls, _ = generate(flavor, NO_BLUR, units, batch=2, steps=STEPS)
+    assert calls == [6] * STEPS
     assert relative(seg, only) <= TOLERANCE
-    one, _, _ = generate(flavor, None, units[:1], batch=2)
+    one, _, _ = generate(flavor, None, units[:1], batch=2, steps=STEPS)
     assert relative(only, one) > MIN_EFFECT
 
 
@@ -123,9 +125,9 @@ def test_batch_2_two_units(in_float64, flavor, modes):
 def test_cfg_1(in_float64, flavor, mode):
     """At CFG 1 the hosts drop the uncond rows: the call holds cond + SEG only."""
     units = [(nets(flavor)[0], mode)]
-    only, calls_only, _ = generate(flavor, None, units, cfg_scale=1.0)
-    seg, calls, _ = generate(flavor, NO_BLUR, units, cfg_scale=1.0)
-    assert calls_only == [1] * 4 and calls == [2] * 4
+    only, calls_only, _ = generate(flavor, None, units, cfg_scale=1.0, steps=STEPS)
+    seg, calls, _ = generate(flavor, NO_BLUR, units, cfg_scale=1.0, steps=STEPS)
+    assert calls_only == [1] * STEPS and calls == [2] * STEPS
     assert relative(seg, only) <= TOLERANCE
 
 
@@ -134,9 +136,9 @@ def test_one_hint_per_image(in_float64, flavor):
     """Per-image hints are broadcast per chunk by the host before the wrapper: the copies carry the right one."""
     hints = torch.cat([hint_image(seed=7), hint_image(seed=8)])
     units = [(nets(flavor)[0], CN.BALANCED)]
-    only, _, _ = generate(flavor, None, units, batch=2, hints=hints)
-    seg, calls, _ = generate(flavor, NO_BLUR, units, batch=2, hints=hints)
-    assert calls == [6] * 4
+    only, _, _ = generate(flavor, None, units, batch=2, hints=hints, steps=STEPS)
+    seg, calls, _ = generate(flavor, NO_BLUR, units, batch=2, hints=hints, steps=STEPS)
+    assert calls == [6] * STEPS
     assert relative(seg, only) <= TOLERANCE
 
 

@@ -39,6 +39,14 @@ def keep_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def few_validation_rows(monkeypatch):
+    """The trainer scores its held-out loss on VALIDATION_ROWS (256) rows; 16 run the same code (one chunk,
+    rows of every kind: null-label ones too) in a sixteenth of the time, which was most of a 2-step run."""
+    from lib_seg.demo import train
+    monkeypatch.setattr(train, "VALIDATION_ROWS", 16)
+
+
 @pytest.fixture(scope="module")
 def denoiser():
     from lib_seg.demo.model import load_denoiser
@@ -268,7 +276,7 @@ def test_shipped_loss_curve_flattens_on_held_out_digits():
     assert (held[-2] - held[-1]) < 0.02 * held[-1]  # the last 500 steps gained < 2 %: the curve has flattened
 
 
-def test_training_runs_end_to_end_and_writes_weights_that_load(tmp_path, keep_threads):
+def test_training_runs_end_to_end_and_writes_weights_that_load(tmp_path, keep_threads, few_validation_rows):
     import json
     from lib_seg.demo.model import load_denoiser
     from lib_seg.demo.train import main
@@ -280,7 +288,7 @@ def test_training_runs_end_to_end_and_writes_weights_that_load(tmp_path, keep_th
     assert curve[-1]["step"] == 2 and curve[-1]["held_out_loss"] > 0
 
 
-def test_the_coords16_design_trains_saves_its_architecture_and_loads(tmp_path, keep_threads):
+def test_the_coords16_design_trains_saves_its_architecture_and_loads(tmp_path, keep_threads, few_validation_rows):
     """The second design tried for issue 12 (RESULTS.md): retrainable and loadable by --weights."""
     from safetensors import safe_open
     from lib_seg.demo.model import coordinate_planes, load_denoiser
@@ -312,7 +320,8 @@ def test_evaluate_has_oseg_rows_beside_seg_paired_with_their_baselines(tmp_path,
     its no-SEG baseline and with the SEG row of the same sigma; the reference switch is recorded and changes the
     OSEG rows only."""
     from lib_seg.demo.__main__ import main
-    common = ["--evaluate", "--oseg", "--n", "4", "--seeds", "0,1", "--steps", "3", "--sigmas", "inf"]
+    # 2 samples at 2 steps: which rows there are, how they pair and what the switch changes depend on neither count
+    common = ["--evaluate", "--oseg", "--n", "2", "--seeds", "0,1", "--steps", "2", "--sigmas", "inf"]
     key = main(common + ["--results", str(tmp_path / "key")])
     query = main(common + ["--oseg-reference", "query", "--results", str(tmp_path / "query")])
     names = [row["setting"] for row in key["rows"]]
@@ -370,7 +379,7 @@ def test_reports_of_disjoint_seeds_merge_into_the_single_run(tmp_path, keep_thre
     paired differences (from the baseline and OSEG − SEG) and the real-image floor."""
     import json
     from lib_seg.demo.__main__ import main
-    common = ["--evaluate", "--oseg", "--no-cfg", "--n", "4", "--steps", "3", "--sigmas", "1,inf"]
+    common = ["--evaluate", "--oseg", "--no-cfg", "--n", "4", "--steps", "2", "--sigmas", "1,inf"]
     whole = main(common + ["--seeds", "0,1", "--results", str(tmp_path / "whole")])
     for seed in (0, 1):
         main(common + ["--seeds", str(seed), "--results", str(tmp_path / f"seed{seed}")])

@@ -13,24 +13,24 @@ from unets import CONTEXT_DIM, sd15_like
 STEPS = 4
 
 
-def _sample(unet, settings, cfg_scale=5.0, separate_pass=False, batch=2, hw=(24, 16), with_uncond=True):
+def _sample(unet, settings, cfg_scale=5.0, separate_pass=False, batch=2, hw=(24, 16), with_uncond=True, steps=STEPS):
     denoiser = denoiser_for(unet).to(next(unet.parameters()).dtype)
-    sigmas = denoiser.get_sigmas(STEPS)
+    sigmas = denoiser.get_sigmas(steps)
     torch.manual_seed(0)
     x = torch.randn(batch, 4, *hw) * sigmas[0]
     cond = torch.randn(batch, 7, CONTEXT_DIM)
     uncond = torch.zeros(batch, 7, CONTEXT_DIM) if with_uncond else None
-    model = SegCFGDenoiser(denoiser, unet, settings, cfg_scale=cfg_scale, total_steps=STEPS,
+    model = SegCFGDenoiser(denoiser, unet, settings, cfg_scale=cfg_scale, total_steps=steps,
                            separate_pass=separate_pass)
     with torch.no_grad(), model:
         out = sampling.sample_euler(model, x, sigmas, extra_args={"cond": cond, "uncond": uncond}, disable=True)
     return out, model
 
 
-def plain_cfg(unet, cfg_scale=5.0, batch=2, hw=(24, 16)):
+def plain_cfg(unet, cfg_scale=5.0, batch=2, hw=(24, 16), steps=STEPS):
     """CFG written out independently, for the bit-identity check of a disabled SEG."""
     denoiser = denoiser_for(unet).to(next(unet.parameters()).dtype)
-    sigmas = denoiser.get_sigmas(STEPS)
+    sigmas = denoiser.get_sigmas(steps)
     torch.manual_seed(0)
     x = torch.randn(batch, 4, *hw) * sigmas[0]
     cond = torch.randn(batch, 7, CONTEXT_DIM)
@@ -54,14 +54,15 @@ def test_disabled_is_bit_identical_to_plain_cfg():
 
 @pytest.mark.parametrize("sigma", [4.0, math.inf])
 def test_batched_equals_separate_pass_with_one_call_per_step(sigma):
-    settings = SegSettings(enabled=True, sigma=sigma)
+    # 2 steps: the rows are laid out the same way at every call, and the second step takes the first one's result in
+    settings, steps = SegSettings(enabled=True, sigma=sigma), 2
     with float64():  # same arithmetic in two orders: compared in float64 (tests/precision.py says why)
         unet = sd15_like()
-        batched, one_call = _sample(unet, settings)
-        separate, two_calls = _sample(unet, settings, separate_pass=True)
-        assert_same_arithmetic(batched, separate, effect_from=plain_cfg(unet))
-    assert (one_call.unet_calls, one_call.unet_rows) == (STEPS, STEPS * 6)  # 2B + B rows, one call
-    assert (two_calls.unet_calls, two_calls.unet_rows) == (2 * STEPS, STEPS * 6)
+        batched, one_call = _sample(unet, settings, steps=steps)
+        separate, two_calls = _sample(unet, settings, separate_pass=True, steps=steps)
+        assert_same_arithmetic(batched, separate, effect_from=plain_cfg(unet, steps=steps))
+    assert (one_call.unet_calls, one_call.unet_rows) == (steps, steps * 6)  # 2B + B rows, one call
+    assert (two_calls.unet_calls, two_calls.unet_rows) == (2 * steps, steps * 6)
 
 
 def test_without_cfg_and_outside_the_interval():

@@ -13,6 +13,10 @@ from test_a1111_pass import run
 
 pytestmark = pytest.mark.usefixtures("float64_module", "clean_host")
 
+# Sampler steps of the equality runs: the prefix acts the same way at every UNet call, and two steps still feed a
+# second call the first one's result (a wrong copy there would compound); SEG's effect stays above MIN_EFFECT.
+STEPS = 2
+
 
 def test_where_the_prefix_ends(sd15):
     unet = sd15.model.diffusion_model
@@ -42,11 +46,11 @@ def test_a1111_shared_equals_full_rows(host, sd15, model, spec):
     m = sd15 if model == "sd15" else H.sd_model("sdxl")
     c, uc = (H.conds if model == "sd15" else H.sdxl_conds)([[(1, 1.0)], [(3, 1.0)]], [2, 4])
     args = [{"enabled": True, "sigma": "2", "layers": spec}]
-    shared, calls, _ = run(host, m, args, c, uc, batch_size=2)
+    shared, calls, _ = run(host, m, args, c, uc, batch_size=2, steps=STEPS)
     with prefix.disabled():
-        full, _, _ = run(host, m, args, c, uc, batch_size=2)
-    plain, _, _ = run(host, m, [False], c, uc, batch_size=2)
-    assert calls == [6] * 4
+        full, _, _ = run(host, m, args, c, uc, batch_size=2, steps=STEPS)
+    plain, _, _ = run(host, m, [False], c, uc, batch_size=2, steps=STEPS)
+    assert calls == [6] * STEPS
     assert_same_arithmetic(shared, full, effect_from=plain)
 
 
@@ -77,13 +81,13 @@ def test_forge_shared_equals_full_rows_and_skips_the_work(flavor, spec, mode):
     settings = SegSettings(enabled=True, sigma=2.0, layers=spec, mode=mode)
     seen, handle = _rows_inside(unet.input_blocks[1])
     try:
-        shared, calls, _ = generate(flavor, settings, batch=2, sd_model=sd_model)
+        shared, calls, _ = generate(flavor, settings, batch=2, sd_model=sd_model, steps=STEPS)
     finally:
         handle.remove()
-    assert calls == [6] * 4 and seen == [4] * 4             # 2B rows in the shared input block
+    assert calls == [6] * STEPS and seen == [4] * STEPS     # 2B rows in the shared input block
     with prefix.disabled():
-        full, _, _ = generate(flavor, settings, batch=2, sd_model=sd_model)
-    plain, _, _ = generate(flavor, None, batch=2, sd_model=sd_model)
+        full, _, _ = generate(flavor, settings, batch=2, sd_model=sd_model, steps=STEPS)
+    plain, _, _ = generate(flavor, None, batch=2, sd_model=sd_model, steps=STEPS)
     assert_same_arithmetic(shared, full, effect_from=plain)
 
 
