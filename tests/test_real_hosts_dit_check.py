@@ -14,14 +14,19 @@ ONLY = "disabled,mid,mid identity,roundtrip mid,batch 2,img2img,bad sigma,plain 
 
 
 def run(capsys, **config):
-    with FakeWebUI(FakeConfig(host="forge", **config)) as webui:
+    config = FakeConfig(host="forge", **config)
+    with FakeWebUI(config) as webui:
         code = dit.main(["--url", webui.url, "--family", "flux", "--checkpoint", MODELS[0]["title"], "--only", ONLY])
+    run.requests = config.requests
     return code, capsys.readouterr().out
 
 
 def test_dit_check_passes_where_seg_acts_and_goes(capsys):
     code, out = run(capsys)
     assert code == 0 and "12 passed, 0 failed" in out, out
+    # Forge-style hosts select the checkpoint with the description's fields (no UI text-encoder modules)
+    assert ("POST", "/sdapi/v1/options", {"forge_additional_modules": [], "sd_model_checkpoint": MODELS[0]["title"]}) \
+        in run.requests
     assert "ok   roundtrip mid" in out and "vs mid: bit-identical" in out
 
 

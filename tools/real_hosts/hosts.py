@@ -43,6 +43,7 @@ class Host:
     # API quirks: fields a request of that kind must carry on this host (other hosts ignore unknown fields).
     hires_fields: dict = field(default_factory=dict)
     infotext_fields: dict = field(default_factory=dict)
+    checkpoint_fields: dict = field(default_factory=dict)  # sent with sd_model_checkpoint when a check selects one
     hires_cfg_is_one: bool = False    # the hires pass runs at the host's own Hires CFG (1 unless set): no uncond row
     dest_flag: str = "--dest"
     notes: str = ""
@@ -63,6 +64,8 @@ class Host:
 
 FORGE_HIRES = {"hr_additional_modules": ["Use same choices"]}
 FORGE_INFOTEXT = {"styles": []}
+# A checkpoint that carries its own text encoders and VAE: no modules from the UI's VAE / text encoder menu
+FORGE_CHECKPOINT = {"forge_additional_modules": []}
 
 HOSTS = {
     "a1111": Host(
@@ -75,18 +78,21 @@ HOSTS = {
         name="forge", title="Forge dfdcbab6", commit="dfdcbab685e57677014f05a3309b48cc87383167", port=7870,
         build=("forge/build.sh", "--host", "forge"), start=("forge/start.sh", "--host", "forge"), background=False,
         families=("sd15", "sdxl", "flux", "chroma", "sd3"), probe_reset="/seg-probe/clear",
-        hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, hires_cfg_is_one=True,
+        hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, checkpoint_fields=FORGE_CHECKPOINT,
+        hires_cfg_is_one=True,
         notes="a hires request needs hr_additional_modules, an infotext request styles: []"),
     "reforge": Host(
         name="reforge", title="reForge 3b56b268", commit="3b56b268ad9158ee8b30900973b6ccda4ec22241", port=7871,
         build=("forge/build.sh", "--host", "reforge"), start=("forge/start.sh", "--host", "reforge"),
         background=False, families=("sd15", "sdxl", "sd3", "flux", "chroma"), probe_reset="/seg-probe/clear",
-        hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, hires_cfg_is_one=True),
+        hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, checkpoint_fields=FORGE_CHECKPOINT,
+        hires_cfg_is_one=True),
     "forge-neo": Host(
         name="forge-neo", title="Forge Neo (WebUI-Neo-Forge 7862a96)", commit="7862a9646a01c7268bec3a425d3ea80598d72e48",
         port=7872, build=("forge/build.sh", "--host", "forge-neo"), start=("forge/start.sh", "--host", "forge-neo"),
         background=False, families=("flux", "chroma"), probe_reset="/seg-probe/clear",
-        hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, hires_cfg_is_one=True,
+        hires_fields=FORGE_HIRES, infotext_fields=FORGE_INFOTEXT, checkpoint_fields=FORGE_CHECKPOINT,
+        hires_cfg_is_one=True,
         notes="no --ckpt: start.sh writes the checkpoint into config.json (sd_model_checkpoint); SD3 removed; "
               "tiny Flux / Chroma need start --tiny-dit"),
 }

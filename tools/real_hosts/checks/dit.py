@@ -269,10 +269,8 @@ def main(argv=None):
     if args.family not in ("sd3",) and host.name == "a1111":
         raise SystemExit(f"--family {args.family}: A1111 1.10.1 runs SD3 only among these")
 
-    options = {"sd_model_checkpoint": args.checkpoint or (A1111_CHECKPOINTS if host.name == "a1111" else CHECKPOINTS)[args.family]}
-    if host.name != "a1111":
-        options["forge_additional_modules"] = []
-    reply = api.post("/sdapi/v1/options", options)
+    checkpoint = args.checkpoint or (A1111_CHECKPOINTS if host.name == "a1111" else CHECKPOINTS)[args.family]
+    reply = api.post("/sdapi/v1/options", dict(host.checkpoint_fields, sd_model_checkpoint=checkpoint))
     if reply.status != 200:
         raise SystemExit(f"selecting the checkpoint: HTTP {reply.status}: {reply.message()}")
     negative = args.negative or (NEO_CHROMA_NEGATIVE if (host.name, args.family) == ("forge-neo", "chroma")
