@@ -17,27 +17,26 @@ def run(capsys, **config):
     config = FakeConfig(host="forge", **config)
     with FakeWebUI(config) as webui:
         code = dit.main(["--url", webui.url, "--family", "flux", "--checkpoint", MODELS[0]["title"], "--only", ONLY])
-    run.requests = config.requests
-    return code, capsys.readouterr().out
+    return code, capsys.readouterr().out, config.requests
 
 
 def test_dit_check_passes_where_seg_acts_and_goes(capsys):
-    code, out = run(capsys)
+    code, out, requests = run(capsys)
     assert code == 0 and "12 passed, 0 failed" in out, out
     # Forge-style hosts select the checkpoint with the description's fields (no UI text-encoder modules)
     assert ("POST", "/sdapi/v1/options", {"forge_additional_modules": [], "sd_model_checkpoint": MODELS[0]["title"]}) \
-        in run.requests
+        in requests
     assert "ok   roundtrip mid" in out and "vs mid: bit-identical" in out
 
 
 def test_dit_check_fails_when_seg_changes_nothing(capsys):
-    code, out = run(capsys, seg_ignored=True)
+    code, out, _ = run(capsys, seg_ignored=True)
     assert code == 1
     assert "FAIL mid " in out and "an image identical to plain" in out
 
 
 def test_dit_check_fails_when_seg_outlives_its_generation(capsys):
-    code, out = run(capsys, leak=True)
+    code, out, _ = run(capsys, leak=True)
     assert code == 1 and "FAIL plain again" in out
 
 
